@@ -1,0 +1,63 @@
+"""The ``lcm-plugin`` command line.
+
+Each feature module contributes its sub-commands through a ``register(subparsers)`` function, so this file
+only lists them. Feature modules keep heavy imports (diffusers, peft) inside their handlers, which keeps
+``lcm-plugin --help`` fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from lcm_plugin import __version__
+
+# (module, human description) -- each module defines register(subparsers).
+_COMMAND_MODULES = (
+    "lcm_plugin.commands.engine",
+    "lcm_plugin.toy.commands",
+    "lcm_plugin.adapters.commands",
+    "lora_training.commands",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level parser with every available sub-command."""
+    parser = argparse.ArgumentParser(prog="lcm-plugin", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"lcm-plugin {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            # A feature package that is not installed (or not written yet) just contributes no commands.
+            if err.name is not None and name.startswith(err.name):
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``lcm-plugin`` console script; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        # User-facing errors: one clear line, no traceback (use -v for the traceback).
+        if args.verbose:
+            raise
+        print(f"lcm-plugin {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
