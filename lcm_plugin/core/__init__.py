@@ -1,0 +1,46 @@
+"""The one source of LCM math (torch and numpy only). Host adapters import from here."""
+
+from lcm_plugin.core.consistency import (
+    PREDICTION_TYPES,
+    boundary_condition_scalings,
+    check_prediction_type,
+    consistency_output,
+    dynamic_threshold,
+    predicted_noise,
+    predicted_original_sample,
+)
+from lcm_plugin.core.grid import lcm_timesteps, training_grid, validate_custom_timesteps
+from lcm_plugin.core.guidance import guidance_scale_embedding, guided
+from lcm_plugin.core.multistep import check_gamma, intermediate_timestep, renoise
+from lcm_plugin.core.noise_schedule import (
+    alphas_cumprod_from_betas,
+    make_betas,
+    sd_alphas_cumprod,
+    sigma_to_timestep,
+    sigmas_from_alphas_cumprod,
+    timestep_to_sigma,
+)
+
+__all__ = [
+    "PREDICTION_TYPES",
+    "alphas_cumprod_from_betas",
+    "boundary_condition_scalings",
+    "check_gamma",
+    "check_prediction_type",
+    "consistency_output",
+    "dynamic_threshold",
+    "guidance_scale_embedding",
+    "guided",
+    "intermediate_timestep",
+    "lcm_timesteps",
+    "make_betas",
+    "predicted_noise",
+    "predicted_original_sample",
+    "renoise",
+    "sd_alphas_cumprod",
+    "sigma_to_timestep",
+    "sigmas_from_alphas_cumprod",
+    "timestep_to_sigma",
+    "training_grid",
+    "validate_custom_timesteps",
+]

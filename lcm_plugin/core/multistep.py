@@ -1,0 +1,55 @@
+"""The multistep consistency sampler update (LCM paper Algorithm 3) and its TCD gamma generalisation
+(Zheng et al. 2024, "Trajectory Consistency Distillation", strategic stochastic sampling)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from lcm_plugin.core.consistency import predicted_noise
+
+
+def check_gamma(gamma: float) -> None:
+    """gamma must be in [0, 1]: 1 is LCM (full re-noise), 0 is deterministic (DDIM-like)."""
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"gamma must be in [0, 1] (1 = LCM, 0 = deterministic), got {gamma}.")
+
+
+def intermediate_timestep(next_timestep: int, gamma: float) -> int:
+    """The timestep s the TCD update reaches deterministically before re-noising to ``next_timestep``.
+
+    s = floor((1 - gamma) * t_next); -1 stands for the clean image (gamma = 1, plain LCM), so gamma = 1
+    reproduces LCM exactly and gamma = 0 gives s = t_next (no fresh noise).
+    """
+    check_gamma(gamma)
+    if gamma == 1.0:
+        return -1
+    return int(math.floor((1.0 - gamma) * next_timestep))
+
+
+def renoise(
+    denoised: torch.Tensor,
+    noise: torch.Tensor | None,
+    alpha_prod_next: torch.Tensor,
+    *,
+    sample: torch.Tensor | None = None,
+    alpha_prod_t: torch.Tensor | None = None,
+    alpha_prod_s: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Move the consistency estimate ``denoised`` (x0) to the next timestep (VP space).
+
+    LCM (``alpha_prod_s`` None): x_next = sqrt(abar_next) x0 + sqrt(1 - abar_next) z.
+    TCD: x_s = sqrt(abar_s) x0 + sqrt(1 - abar_s) eps_hat (eps_hat from ``sample`` at ``alpha_prod_t``),
+    then x_next = sqrt(abar_next / abar_s) x_s + sqrt(1 - abar_next / abar_s) z.
+    """
+    if alpha_prod_s is None:
+        return alpha_prod_next.sqrt() * denoised + (1 - alpha_prod_next).sqrt() * noise
+    if sample is None or alpha_prod_t is None:
+        raise ValueError("the TCD update needs the current sample and its alpha_prod_t to estimate the noise.")
+    eps_hat = predicted_noise(sample, denoised, alpha_prod_t)
+    x_s = alpha_prod_s.sqrt() * denoised + (1 - alpha_prod_s).sqrt() * eps_hat
+    ratio = alpha_prod_next / alpha_prod_s
+    if noise is None or bool(ratio >= 1):
+        return x_s
+    return ratio.sqrt() * x_s + (1 - ratio).sqrt() * noise

@@ -1,0 +1,115 @@
+"""LCM in sigma space: a k-diffusion-contract sampler and schedule, for ComfyUI, A1111/Forge and k-diffusion.
+
+Contract (k-diffusion ``sampling.py``): ``model(x, sigma, **extra_args)`` returns the denoised estimate in
+the variance-exploding space x = x0 + sigma * eps; the sampler walks ``sigmas`` (descending, ending in 0).
+
+``lcm_sigmas`` returns sigmas that sit exactly on the LCM distillation grid, and ``sample_lcm`` applies the
+LCM boundary condition itself (converting each sigma back to its training timestep), so a host whose
+denoiser skips the c_skip/c_out scalings (Forge does) still samples exact LCM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from tqdm.auto import trange
+
+from lcm_plugin import core
+
+NoiseSampler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def lcm_sigmas(
+    num_inference_steps: int,
+    alphas_cumprod: torch.Tensor | None = None,
+    *,
+    denoise: float = 1.0,
+    original_inference_steps: int = 50,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """On-grid LCM sigmas plus a final 0 (k-diffusion schedule), descending, in ``alphas_cumprod``'s dtype.
+
+    Args:
+        num_inference_steps: number of LCM steps (model evaluations).
+        alphas_cumprod: the model's cumulative alphas (length T); default: Stable Diffusion's schedule.
+        denoise: img2img strength in (0, 1]; restricts the grid to the first int(N * denoise) timesteps.
+        original_inference_steps: N, the distillation grid size (50 for every public LCM / LCM-LoRA).
+        device: device of the result.
+    """
+    if alphas_cumprod is None:
+        alphas_cumprod = core.sd_alphas_cumprod()
+    timesteps = core.lcm_timesteps(num_inference_steps, original_inference_steps, len(alphas_cumprod), denoise)
+    sigmas = core.timestep_to_sigma(torch.from_numpy(timesteps), alphas_cumprod)
+    return torch.cat([sigmas, sigmas.new_zeros(1)]).to(device)
+
+
+def _default_noise_sampler(x: torch.Tensor, seed: int | None) -> NoiseSampler:
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=x.device).manual_seed(seed)
+    return lambda sigma, sigma_next: torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+@torch.no_grad()
+def sample_lcm(
+    model: Callable[..., torch.Tensor],
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    extra_args: dict[str, Any] | None = None,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+    disable: bool | None = None,
+    noise_sampler: NoiseSampler | None = None,
+    gamma: float = 1.0,
+    alphas_cumprod: torch.Tensor | None = None,
+    sigma_data: float = 0.5,
+    timestep_scaling: float = 10.0,
+) -> torch.Tensor:
+    """Multistep LCM sampling (LCM paper Algorithm 3) with TCD's gamma, on the k-diffusion contract.
+
+    Args:
+        model: denoiser, ``model(x, sigma, **extra_args)`` -> x0 estimate (k-diffusion/ComfyUI/A1111 wrappers).
+        x: the starting latent, already noised to ``sigmas[0]`` in VE space (x0 + sigma * noise).
+        sigmas: descending sigmas ending in 0, normally from :func:`lcm_sigmas`.
+        extra_args: passed to ``model``; a ``seed`` entry seeds the default noise sampler (ComfyUI style).
+        callback: called each step with {'x', 'i', 'sigma', 'sigma_hat', 'denoised'}.
+        disable: disable the progress bar.
+        noise_sampler: ``noise_sampler(sigma, sigma_next)`` -> fresh noise; default: Gaussian noise
+            from a generator seeded by ``extra_args['seed']`` when given, else from torch's global RNG.
+        gamma: 1 = LCM (default), 0 = deterministic, in between = TCD (0.3 recommended there).
+        alphas_cumprod: the model's cumulative alphas, to map sigmas to timesteps; default SD's schedule.
+        sigma_data, timestep_scaling: boundary-condition constants (0.5 and 10 for every public LCM).
+    """
+    core.check_gamma(gamma)
+    extra_args = {} if extra_args is None else extra_args
+    if alphas_cumprod is None:
+        alphas_cumprod = core.sd_alphas_cumprod()
+    if noise_sampler is None:
+        noise_sampler = _default_noise_sampler(x, extra_args.get("seed"))
+    model_args = {k: v for k, v in extra_args.items() if k != "seed"}
+    timesteps = core.sigma_to_timestep(sigmas[sigmas > 0], alphas_cumprod).tolist()
+    s_in = x.new_ones([x.shape[0]])
+    for i in trange(len(sigmas) - 1, disable=disable):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, sigma * s_in, **model_args)
+        # The boundary condition is defined in the VP space of diffusers: x_vp = sqrt(abar) * x_ve.
+        alpha_prod_t = 1 / (1 + sigma.to(x.dtype) ** 2)
+        x_vp = x * alpha_prod_t.sqrt()
+        denoised = core.consistency_output(
+            x_vp, denoised, timesteps[i], sigma_data=sigma_data, timestep_scaling=timestep_scaling
+        )
+        if callback is not None:
+            callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})
+        if sigma_next == 0:
+            x = denoised
+            continue
+        alpha_prod_next = 1 / (1 + sigma_next.to(x.dtype) ** 2)
+        s = core.intermediate_timestep(timesteps[i + 1], gamma)
+        alpha_prod_s = None if s < 0 else alphas_cumprod[s].to(device=x.device, dtype=x.dtype)
+        noise = noise_sampler(sigma, sigma_next) if gamma > 0 else None
+        x_vp = core.renoise(
+            denoised, noise, alpha_prod_next, sample=x_vp, alpha_prod_t=alpha_prod_t, alpha_prod_s=alpha_prod_s
+        )
+        x = x_vp / alpha_prod_next.sqrt()
+    return x
