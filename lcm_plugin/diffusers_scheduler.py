@@ -127,7 +127,9 @@ class LCMPluginScheduler(SchedulerMixin, ConfigMixin):
     def _index_for_timestep(self, timestep: int | torch.Tensor) -> int:
         matches = (self.timesteps == torch.as_tensor(timestep, device=self.timesteps.device)).nonzero()
         if len(matches) == 0:
-            raise ValueError(f"timestep {int(timestep)} is not in this scheduler's timesteps {self.timesteps.tolist()}.")
+            raise ValueError(
+                f"timestep {int(timestep)} is not in this scheduler's timesteps {self.timesteps.tolist()}."
+            )
         return int(matches[1 if len(matches) > 1 else 0])
 
     # -- timesteps ---------------------------------------------------------------------------------
@@ -156,7 +158,7 @@ class LCMPluginScheduler(SchedulerMixin, ConfigMixin):
             chosen = core.validate_custom_timesteps(timesteps, n_orig, n_train, strength)
         else:
             chosen = core.lcm_timesteps(num_inference_steps, n_orig, n_train, strength)
-        self.num_inference_steps = len(timesteps) if timesteps is not None else num_inference_steps
+        self.num_inference_steps = len(chosen)
         self.timesteps = torch.from_numpy(chosen).to(device=device, dtype=torch.long)
         self._step_index = None
         self._begin_index = None
@@ -175,7 +177,9 @@ class LCMPluginScheduler(SchedulerMixin, ConfigMixin):
         The pipeline then noises the image to ``ts[0]`` and runs every requested step on the grid.
         """
         n_orig = original_inference_steps or self.config.original_inference_steps
-        return core.lcm_timesteps(num_inference_steps, n_orig, self.config.num_train_timesteps, strength).tolist()
+        return core.lcm_timesteps(
+            num_inference_steps, n_orig, self.config.num_train_timesteps, strength
+        ).tolist()
 
     # -- the update --------------------------------------------------------------------------------
     def step(
@@ -198,7 +202,9 @@ class LCMPluginScheduler(SchedulerMixin, ConfigMixin):
         if self.num_inference_steps is None:
             raise ValueError("call set_timesteps before step.")
         if self._step_index is None:
-            self._step_index = self._begin_index if self._begin_index is not None else self._index_for_timestep(timestep)
+            self._step_index = (
+                self._begin_index if self._begin_index is not None else self._index_for_timestep(timestep)
+            )
         cfg = self.config
         alpha_prod_t = self.alphas_cumprod[timestep]
 
@@ -220,7 +226,9 @@ class LCMPluginScheduler(SchedulerMixin, ConfigMixin):
             next_timestep = int(self.timesteps[next_index])
             noise = None
             if cfg.gamma > 0:
-                noise = randn_tensor(model_output.shape, generator=generator, device=model_output.device, dtype=denoised.dtype)
+                noise = randn_tensor(
+                    model_output.shape, generator=generator, device=model_output.device, dtype=denoised.dtype
+                )
             s = core.intermediate_timestep(next_timestep, cfg.gamma)
             prev_sample = core.renoise(
                 denoised,
@@ -237,7 +245,9 @@ class LCMPluginScheduler(SchedulerMixin, ConfigMixin):
             return prev_sample, denoised
         return LCMPluginSchedulerOutput(prev_sample=prev_sample, denoised=denoised)
 
-    def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    def add_noise(
+        self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
         """Forward diffusion q(x_t | x_0) = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise, per-sample timesteps."""
         alphas_cumprod = self.alphas_cumprod.to(device=original_samples.device, dtype=original_samples.dtype)
         abar = alphas_cumprod[timesteps.to(original_samples.device).long()]

@@ -40,7 +40,9 @@ def lcm_sigmas(
     """
     if alphas_cumprod is None:
         alphas_cumprod = core.sd_alphas_cumprod()
-    timesteps = core.lcm_timesteps(num_inference_steps, original_inference_steps, len(alphas_cumprod), denoise)
+    timesteps = core.lcm_timesteps(
+        num_inference_steps, original_inference_steps, len(alphas_cumprod), denoise
+    )
     sigmas = core.timestep_to_sigma(torch.from_numpy(timesteps), alphas_cumprod)
     return torch.cat([sigmas, sigmas.new_zeros(1)]).to(device)
 
@@ -109,7 +111,12 @@ def sample_lcm(
         alpha_prod_s = None if s < 0 else alphas_cumprod[s].to(device=x.device, dtype=x.dtype)
         noise = noise_sampler(sigma, sigma_next) if gamma > 0 else None
         x_vp = core.renoise(
-            denoised, noise, alpha_prod_next, sample=x_vp, alpha_prod_t=alpha_prod_t, alpha_prod_s=alpha_prod_s
+            denoised,
+            noise,
+            alpha_prod_next,
+            sample=x_vp,
+            alpha_prod_t=alpha_prod_t,
+            alpha_prod_s=alpha_prod_s,
         )
         x = x_vp / alpha_prod_next.sqrt()
     return x

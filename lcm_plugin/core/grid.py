@@ -16,10 +16,14 @@ logger = logging.getLogger(__name__)
 
 def _check_strength(strength: float) -> None:
     if not 0.0 < strength <= 1.0:
-        raise ValueError(f"strength must be in (0, 1], got {strength}; 1.0 is text-to-image, lower keeps more of the input image.")
+        raise ValueError(
+            f"strength must be in (0, 1], got {strength}; 1.0 is text-to-image, lower keeps more of the input image."
+        )
 
 
-def training_grid(original_inference_steps: int = 50, num_train_timesteps: int = 1000, strength: float = 1.0) -> np.ndarray:
+def training_grid(
+    original_inference_steps: int = 50, num_train_timesteps: int = 1000, strength: float = 1.0
+) -> np.ndarray:
     """Ascending distillation grid t_i = i*k - 1 for i = 1..int(N*strength), k = T // N (int64)."""
     if not 1 <= original_inference_steps <= num_train_timesteps:
         raise ValueError(
@@ -59,7 +63,9 @@ def lcm_timesteps(
             f"{num_inference_steps / original_inference_steps}."
         )
     reversed_grid = grid[::-1]
-    indices = np.floor(np.linspace(0, len(reversed_grid), num=num_inference_steps, endpoint=False)).astype(np.int64)
+    indices = np.floor(np.linspace(0, len(reversed_grid), num=num_inference_steps, endpoint=False)).astype(
+        np.int64
+    )
     return reversed_grid[indices].copy()
 
 
@@ -90,10 +96,16 @@ def validate_custom_timesteps(
     on_grid = set(training_grid(original_inference_steps, num_train_timesteps).tolist())
     off_grid = [int(t) for t in values if int(t) not in on_grid]
     if off_grid:
-        logger.warning("custom timesteps %s are not on the LCM distillation grid; expect lower quality.", off_grid)
+        logger.warning(
+            "custom timesteps %s are not on the LCM distillation grid; expect lower quality.", off_grid
+        )
     if len(values) > original_inference_steps:
-        logger.warning("%d custom timesteps exceed original_inference_steps=%d.", len(values), original_inference_steps)
+        logger.warning(
+            "%d custom timesteps exceed original_inference_steps=%d.", len(values), original_inference_steps
+        )
     keep = min(int(len(values) * strength), len(values))
     if keep == 0:
-        raise ValueError(f"strength {strength} keeps none of the {len(values)} custom timesteps; raise strength or pass more timesteps.")
+        raise ValueError(
+            f"strength {strength} keeps none of the {len(values)} custom timesteps; raise strength or pass more timesteps."
+        )
     return values[len(values) - keep :].copy()

@@ -46,7 +46,9 @@ def renoise(
     if alpha_prod_s is None:
         return alpha_prod_next.sqrt() * denoised + (1 - alpha_prod_next).sqrt() * noise
     if sample is None or alpha_prod_t is None:
-        raise ValueError("the TCD update needs the current sample and its alpha_prod_t to estimate the noise.")
+        raise ValueError(
+            "the TCD update needs the current sample and its alpha_prod_t to estimate the noise."
+        )
     eps_hat = predicted_noise(sample, denoised, alpha_prod_t)
     x_s = alpha_prod_s.sqrt() * denoised + (1 - alpha_prod_s).sqrt() * eps_hat
     ratio = alpha_prod_next / alpha_prod_s

@@ -82,7 +82,9 @@ def timestep_to_sigma(timesteps: torch.Tensor, alphas_cumprod: torch.Tensor) -> 
     return sigmas_from_alphas_cumprod(alphas_cumprod)[timesteps.long().to(alphas_cumprod.device)]
 
 
-def sigma_to_timestep(sigma: torch.Tensor, alphas_cumprod: torch.Tensor, *, rtol: float = 1e-3) -> torch.Tensor:
+def sigma_to_timestep(
+    sigma: torch.Tensor, alphas_cumprod: torch.Tensor, *, rtol: float = 1e-3
+) -> torch.Tensor:
     """Integer timestep whose sigma is nearest to ``sigma`` (in log space), as a long tensor.
 
     Raises ValueError when a sigma is further than ``rtol`` from every training sigma: the LCM boundary

@@ -49,7 +49,11 @@ def import_k_diffusion():
         tv = types.ModuleType("torchvision")
         tv.transforms = types.ModuleType("torchvision.transforms")
         tv.transforms.functional = types.ModuleType("torchvision.transforms.functional")
-        stubs = {"torchvision": tv, "torchvision.transforms": tv.transforms, "torchvision.transforms.functional": tv.transforms.functional}
+        stubs = {
+            "torchvision": tv,
+            "torchvision.transforms": tv.transforms,
+            "torchvision.transforms.functional": tv.transforms.functional,
+        }
         sys.modules.update(stubs)
         stub_names = list(stubs)
     pkg = types.ModuleType("k_diffusion")
@@ -57,7 +61,141 @@ def import_k_diffusion():
     pkg.__spec__ = spec
     sys.modules["k_diffusion"] = pkg
     try:
-        return importlib.import_module("k_diffusion.sampling"), importlib.import_module("k_diffusion.external")
+        return importlib.import_module("k_diffusion.sampling"), importlib.import_module(
+            "k_diffusion.external"
+        )
     finally:
         for name in stub_names:
             sys.modules.pop(name, None)
+
+
+def tiny_tokenizer(directory):
+    """A real CLIPTokenizer whose vocabulary is every byte-level character (no merges), written to ``directory``."""
+    import json
+
+    from transformers import CLIPTokenizer
+
+    # GPT-2/CLIP byte-level alphabet: printable bytes map to themselves, the rest to code points >= 256.
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    extra = [b for b in range(256) if b not in printable]
+    chars = [chr(b) for b in printable] + [chr(256 + i) for i in range(len(extra))]
+    vocab = {
+        tok: i
+        for i, tok in enumerate(chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"])
+    }
+    (directory / "vocab.json").write_text(json.dumps(vocab))
+    (directory / "merges.txt").write_text("#version: 0.2\n")
+    return CLIPTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"), model_max_length=77)
+
+
+def tiny_text_encoder(hidden_size: int = 32, with_projection: bool = False, seed: int = 0):
+    """A randomly initialised CLIP text encoder matching :func:`tiny_tokenizer` (514 tokens)."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    config = CLIPTextConfig(
+        vocab_size=514,
+        hidden_size=hidden_size,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        bos_token_id=512,
+        eos_token_id=513,
+        pad_token_id=513,
+        projection_dim=hidden_size,
+    )
+    cls = CLIPTextModelWithProjection if with_projection else CLIPTextModel
+    return cls(config).eval()
+
+
+def tiny_vae(seed: int = 0):
+    """A randomly initialised AutoencoderKL with a downsampling factor of 2."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        block_out_channels=(16, 32),
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        norm_num_groups=8,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+    ).eval()
+
+
+def tiny_sd_pipeline(tmp_path, scheduler, *, unet=None, cls_name: str = "StableDiffusionPipeline"):
+    """A StableDiffusion(-Img2Img/-LatentConsistency) pipeline of tiny random components."""
+    import diffusers
+
+    cls = getattr(diffusers, cls_name)
+    parts = dict(
+        unet=unet if unet is not None else tiny_unet(),
+        vae=tiny_vae(),
+        text_encoder=tiny_text_encoder(),
+        tokenizer=tiny_tokenizer(tmp_path),
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+    )
+    if cls_name != "LatentConsistencyModelPipeline":
+        parts["requires_safety_checker"] = False
+    pipe = cls(**parts)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_sdxl_pipeline(tmp_path, scheduler):
+    """A StableDiffusionXLPipeline of tiny random components (two text encoders, text_time added conditioning)."""
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=6 * 8 + 32,
+        cross_attention_dim=64,
+        norm_num_groups=8,
+    ).eval()
+    tok_dir = tmp_path / "tok"
+    tok_dir.mkdir(exist_ok=True)
+    tokenizer = tiny_tokenizer(tok_dir)
+    pipe = StableDiffusionXLPipeline(
+        vae=tiny_vae(),
+        text_encoder=tiny_text_encoder(),
+        text_encoder_2=tiny_text_encoder(with_projection=True, seed=1),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+class TimestepRecorder:
+    """Wraps a UNet forward so a test can see exactly which timesteps a pipeline evaluated."""
+
+    def __init__(self, unet):
+        self.timesteps: list[int] = []
+        self._forward = unet.forward
+        unet.forward = self
+
+    def __call__(self, sample, timestep, *args, **kwargs):
+        self.timesteps.append(int(torch.as_tensor(timestep).reshape(-1)[0]))
+        return self._forward(sample, timestep, *args, **kwargs)

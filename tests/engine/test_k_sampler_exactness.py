@@ -47,8 +47,14 @@ def _k_loop(denoiser, alphas_cumprod, steps, strength, x0, noise, cond, seed, ga
         return torch.randn(x.shape, generator=generator)
 
     return sample_lcm(
-        denoiser, x, sigmas, extra_args={"cond": cond}, disable=True, noise_sampler=noise_sampler,
-        gamma=gamma, alphas_cumprod=alphas_cumprod,
+        denoiser,
+        x,
+        sigmas,
+        extra_args={"cond": cond},
+        disable=True,
+        noise_sampler=noise_sampler,
+        gamma=gamma,
+        alphas_cumprod=alphas_cumprod,
     )
 
 
@@ -63,7 +69,11 @@ def test_k_diffusion_external_denoisers_match_scheduler(prediction_type, strengt
     denoiser_cls = external.CompVisDenoiser if prediction_type == "epsilon" else external.CompVisVDenoiser
     denoiser = denoiser_cls(wrapper)
     gen = torch.Generator().manual_seed(1)
-    x0, noise, cond = torch.randn(SHAPE, generator=gen), torch.randn(SHAPE, generator=gen), torch.randn(2, 5, 32, generator=gen)
+    x0, noise, cond = (
+        torch.randn(SHAPE, generator=gen),
+        torch.randn(SHAPE, generator=gen),
+        torch.randn(2, 5, 32, generator=gen),
+    )
 
     reference = _diffusers_loop(unet, scheduler, steps, strength, x0, noise, cond, seed=7)
     ours = _k_loop(denoiser, scheduler.alphas_cumprod, steps, strength, x0, noise, cond, seed=7)
@@ -98,8 +108,14 @@ def test_lcm_sigmas_on_grid_and_exact():
 def test_callback_receives_k_diffusion_keys():
     seen = []
     sigmas = lcm_sigmas(2)
-    sample_lcm(lambda x, s: x * 0, torch.zeros(1, 4, 2, 2), sigmas, callback=seen.append, disable=True,
-               noise_sampler=lambda s, sn: torch.zeros(1, 4, 2, 2))
+    sample_lcm(
+        lambda x, s: x * 0,
+        torch.zeros(1, 4, 2, 2),
+        sigmas,
+        callback=seen.append,
+        disable=True,
+        noise_sampler=lambda s, sn: torch.zeros(1, 4, 2, 2),
+    )
     assert [d["i"] for d in seen] == [0, 1]
     assert set(seen[0]) == {"x", "i", "sigma", "sigma_hat", "denoised"}
 

@@ -1,0 +1,164 @@
+"""LCMPluginScheduler end to end in the stock diffusers pipelines, built from tiny random components."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lcm_plugin import core
+from lcm_plugin.diffusers_scheduler import LCMPluginScheduler
+from tests.engine.helpers import TimestepRecorder, tiny_sd_pipeline, tiny_sdxl_pipeline, tiny_unet
+
+GEN_ARGS = dict(height=32, width=32, output_type="pt")
+
+
+def _seed(n=0):
+    return torch.Generator().manual_seed(n)
+
+
+@pytest.fixture
+def sd_pipe(tmp_path):
+    return tiny_sd_pipeline(tmp_path, LCMPluginScheduler())
+
+
+def test_txt2img_runs_on_the_lcm_grid(sd_pipe):
+    recorder = TimestepRecorder(sd_pipe.unet)
+    image = sd_pipe(
+        "a red circle", num_inference_steps=4, guidance_scale=1.0, generator=_seed(), **GEN_ARGS
+    ).images
+    assert image.shape == (1, 3, 32, 32) and torch.isfinite(image).all()
+    assert recorder.timesteps == [999, 759, 499, 259]
+
+
+def test_lcm_lora_style_guidance_and_negative_prompt(sd_pipe):
+    def run(**kw):
+        return sd_pipe("a red circle", num_inference_steps=2, generator=_seed(), **GEN_ARGS, **kw).images
+
+    plain = run(guidance_scale=1.0)
+    # CFG 1 has no unconditional pass, so a negative prompt cannot act (as with every diffusers scheduler).
+    assert torch.equal(plain, run(guidance_scale=1.0, negative_prompt="blue"))
+    # CFG 1.5 (the LCM-LoRA range) runs the unconditional branch: the negative prompt changes the image.
+    with_neg = run(guidance_scale=1.5, negative_prompt="blue square")
+    without = run(guidance_scale=1.5)
+    assert torch.isfinite(with_neg).all()
+    assert not torch.equal(with_neg, without)
+
+
+def test_pipeline_eta_cannot_reset_gamma(tmp_path):
+    """The SD pipeline passes eta=0.0 to schedulers whose step() accepts eta; gamma lives in our config."""
+    import inspect
+
+    assert "eta" not in inspect.signature(LCMPluginScheduler.step).parameters
+    results = {}
+    for gamma in (1.0, 0.3):
+        pipe = tiny_sd_pipeline(tmp_path, LCMPluginScheduler(gamma=gamma))
+        results[gamma] = pipe(
+            "a circle", num_inference_steps=4, guidance_scale=1.0, eta=0.0, generator=_seed(), **GEN_ARGS
+        ).images
+    assert not torch.equal(results[1.0], results[0.3])
+    # And the pipeline result equals a hand-written loop with gamma = 0.3.
+    pipe = tiny_sd_pipeline(tmp_path, LCMPluginScheduler(gamma=0.3))
+    latents = pipe(
+        "a circle",
+        num_inference_steps=4,
+        guidance_scale=1.0,
+        generator=_seed(),
+        height=32,
+        width=32,
+        output_type="latent",
+    ).images
+    embeds, _ = pipe.encode_prompt("a circle", "cpu", 1, False)
+    sched = LCMPluginScheduler(gamma=0.3)
+    sched.set_timesteps(4)
+    gen = _seed()
+    x = torch.randn(latents.shape, generator=gen)
+    with torch.no_grad():
+        for t in sched.timesteps:
+            x = sched.step(
+                pipe.unet(x, t, encoder_hidden_states=embeds).sample, t, x, generator=gen
+            ).prev_sample
+    assert (x - latents).abs().max().item() <= 1e-5
+
+
+def test_img2img_pipeline_with_on_grid_helper(tmp_path):
+    pipe = tiny_sd_pipeline(tmp_path, LCMPluginScheduler(), cls_name="StableDiffusionImg2ImgPipeline")
+    recorder = TimestepRecorder(pipe.unet)
+    init = torch.rand(1, 3, 32, 32)
+    # Unmodified pipeline semantics: int(4 * 0.5) = 2 of the text-to-image timesteps (diffusers issue 7651).
+    pipe(
+        "a circle",
+        image=init,
+        num_inference_steps=4,
+        strength=0.5,
+        guidance_scale=1.0,
+        generator=_seed(),
+        output_type="pt",
+    )
+    assert recorder.timesteps == [499, 259]
+    # With the helper: every requested step on the strength-restricted grid.
+    recorder.timesteps.clear()
+    ts = pipe.scheduler.img2img_timesteps(4, strength=0.5)
+    out = pipe(
+        "a circle",
+        image=init,
+        timesteps=ts,
+        strength=1.0,
+        guidance_scale=1.0,
+        generator=_seed(),
+        output_type="pt",
+    ).images
+    assert recorder.timesteps == [499, 379, 259, 139]
+    assert torch.isfinite(out).all()
+
+
+def test_sdxl_pipeline(tmp_path):
+    pipe = tiny_sdxl_pipeline(tmp_path, LCMPluginScheduler())
+    recorder = TimestepRecorder(pipe.unet)
+    image = pipe(
+        "a red circle",
+        negative_prompt="blue",
+        num_inference_steps=4,
+        guidance_scale=1.5,
+        generator=_seed(),
+        **GEN_ARGS,
+    ).images
+    assert image.shape == (1, 3, 32, 32) and torch.isfinite(image).all()
+    assert recorder.timesteps == [999, 759, 499, 259]  # cond and uncond share one batched call per step
+
+
+def test_latent_consistency_pipeline_with_w_embedding(tmp_path):
+    unet = tiny_unet(time_cond_proj_dim=32)
+    pipe = tiny_sd_pipeline(
+        tmp_path, LCMPluginScheduler(), unet=unet, cls_name="LatentConsistencyModelPipeline"
+    )
+    latents = pipe(
+        "a red circle",
+        num_inference_steps=4,
+        guidance_scale=8.0,
+        generator=_seed(),
+        height=32,
+        width=32,
+        output_type="latent",
+    ).images
+    # Independent loop: our w-embedding (w = guidance_scale - 1) fed to time_cond_proj_dim.
+    embeds, _ = pipe.encode_prompt("a red circle", "cpu", 1, False)
+    w_emb = core.guidance_scale_embedding(torch.tensor([7.0]), embedding_dim=32)
+    sched = LCMPluginScheduler()
+    sched.set_timesteps(4)
+    gen = _seed()
+    x = torch.randn(latents.shape, generator=gen)
+    with torch.no_grad():
+        for t in sched.timesteps:
+            out = pipe.unet(x, t, encoder_hidden_states=embeds, timestep_cond=w_emb).sample
+            x = sched.step(out, t, x, generator=gen).prev_sample
+    assert (x - latents).abs().max().item() <= 1e-5
+    other = pipe(
+        "a red circle",
+        num_inference_steps=4,
+        guidance_scale=3.0,
+        generator=_seed(),
+        height=32,
+        width=32,
+        output_type="latent",
+    ).images
+    assert not torch.equal(other, latents)  # w really reaches the UNet
