@@ -1,0 +1,214 @@
+"""Inspect a LoRA adapter file: format, base architecture, rank, alpha, targets -- from the header only.
+
+The base architecture comes from key names and tensor shapes (LCM-LoRA reference, section 9 of our notes):
+the cross-attention context dim (``attn2.to_k`` input) is 768 for SD1.x, 1024 for SD2.x and 2048 for
+SDXL/SSD-1B; SDXL-family UNets have 3 levels and an ``add_embedding`` (LDM ``label_emb``); SSD-1B is
+SDXL-shaped with fewer transformer blocks (4 instead of 10 in the deepest down level, no mid attention).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+from lcm_plugin.adapters.formats import ParsedKeys, component_of, parse_keys, target_kind
+from lcm_plugin.adapters.kohya_names import ARCHS
+from lcm_plugin.adapters.safetensors_io import SafetensorsHeader, read_header, tensor_nbytes
+
+logger = logging.getLogger(__name__)
+
+LORA_ADAPTER_METADATA_KEY = "lora_adapter_metadata"  # what diffusers' save_lora_weights writes
+
+
+@dataclass
+class ArchGuess:
+    """The detected base architecture (a key of ``ARCHS``, or None) and the evidence for it."""
+
+    name: str | None
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return ARCHS[self.name].label if self.name else "unknown"
+
+
+@dataclass
+class InspectReport:
+    """Everything ``adapters inspect`` prints."""
+
+    path: str
+    file_size: int
+    format: str
+    layout: str | None
+    arch: ArchGuess
+    modules: dict[str, int]
+    ranks: dict[int, int]
+    alphas: dict[float, int]
+    targets: dict[str, int]
+    parameters: int
+    dtypes: dict[str, int]
+    metadata: dict[str, str]
+    unknown_keys: list[str]
+    unsupported_keys: list[str]
+
+    def to_dict(self) -> dict:
+        """JSON-friendly view."""
+        d = dict(self.__dict__)
+        d["arch"] = {"name": self.arch.name, "label": self.arch.label, "reasons": self.arch.reasons}
+        d["ranks"] = {str(k): v for k, v in self.ranks.items()}
+        d["alphas"] = {str(k): v for k, v in self.alphas.items()}
+        return d
+
+
+def detect_arch(parsed: ParsedKeys, shapes: dict[str, tuple[int, ...]]) -> ArchGuess:
+    """Guess the base architecture of an adapter from canonical module names and ``down`` tensor shapes."""
+    unet = {n[len("unet."):]: m for n, m in parsed.modules.items() if n.startswith("unet.")}
+    reasons: list[str] = []
+    ctx = None
+    for path, m in unet.items():
+        if re.search(r"\.attn2\.to_[kv]$", path) and m.down in shapes and len(shapes[m.down]) >= 2:
+            ctx = shapes[m.down][1]
+            reasons.append(f"cross-attention context dim {ctx} ({path})")
+            break
+    down_levels = {int(x) for x in re.findall(r"(?:^|\n)down_blocks\.(\d+)\.", "\n".join(unet))}
+    has_add = any(p.startswith("add_embedding.") for p in unet)
+    depth2 = [int(t) for t in re.findall(r"(?:^|\n)down_blocks\.2\.attentions\.\d+\.transformer_blocks\.(\d+)\.",
+                                          "\n".join(unet))]
+    mid_attn = any(p.startswith("mid_block.attentions.") for p in unet)
+    mid_res = any(p.startswith("mid_block.resnets.") for p in unet)
+    any_attn = any(".attentions." in p for p in unet)
+
+    family = None
+    if ctx == 768:
+        family = "sd15"
+    elif ctx == 1024:
+        family = "sd2"
+    elif ctx == 2048:
+        family = "sdxl"
+    elif ctx is not None:
+        reasons.append(f"context dim {ctx} matches no Stable Diffusion UNet")
+    if has_add:
+        reasons.append("has add_embedding (SDXL micro-conditioning)")
+        family = family or "sdxl"
+    if 3 in down_levels:
+        reasons.append("4 UNet levels (down_blocks.3)")
+        if family in (None, "sdxl") and ctx is None:
+            family = "sd15"
+            reasons.append("SD1.x assumed: SD2.x cannot be told apart without attention keys")
+    if family == "sdxl":
+        if depth2:
+            n = max(depth2) + 1
+            reasons.append(f"{n} transformer blocks per attention in down_blocks.2")
+            if n <= 4:
+                family = "ssd1b"
+        elif mid_res and not mid_attn and any_attn:
+            reasons.append("mid block has resnets but no attention")
+            family = "ssd1b"
+    if not unet:
+        family = _arch_from_text_encoders(parsed, shapes, reasons)
+    return ArchGuess(family, reasons)
+
+
+def _arch_from_text_encoders(parsed: ParsedKeys, shapes: dict[str, tuple[int, ...]], reasons: list[str]) -> str | None:
+    has_te2 = any(component_of(n) == "text_encoder_2" for n in parsed.modules)
+    for name, m in parsed.modules.items():
+        if name.endswith("self_attn.q_proj") and m.down in shapes:
+            hidden = shapes[m.down][-1]
+            reasons.append(f"text encoder hidden size {hidden} ({name})")
+            if has_te2 or hidden == 1280:
+                return "sdxl"
+            return {768: "sd15", 1024: "sd2"}.get(hidden)
+    return None
+
+
+def check_arch(guess: ArchGuess, wanted: str, what: str = "adapter") -> None:
+    """Raise ValueError if ``guess`` contradicts ``wanted`` (an ``ARCHS`` key); accept unknown guesses with a log."""
+    if wanted not in ARCHS:
+        raise ValueError(f"unknown architecture {wanted!r}; choose one of {', '.join(ARCHS)}")
+    if guess.name is None:
+        logger.warning("could not tell the base architecture of the %s; trusting --for %s", what, wanted)
+        return
+    if guess.name != wanted:
+        raise ValueError(
+            f"the {what} is for {guess.label} ({guess.name}; {'; '.join(guess.reasons)}), not for "
+            f"{ARCHS[wanted].label} ({wanted}); pick the matching adapter or pass --for {guess.name}"
+        )
+
+
+def diffusers_alpha_metadata(metadata: dict[str, str]) -> dict[str, dict]:
+    """The per-component LoraConfig kwargs stored by diffusers under ``lora_adapter_metadata`` (may be empty)."""
+    raw = metadata.get(LORA_ADAPTER_METADATA_KEY)
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError:
+        logger.warning("ignoring unreadable %s metadata", LORA_ADAPTER_METADATA_KEY)
+        return {}
+    out: dict[str, dict] = {}
+    for key, value in data.items():
+        comp, _, field_name = key.partition(".")
+        if field_name:
+            out.setdefault(comp, {})[field_name] = value
+    return out
+
+
+def alpha_from_config(config: dict, path: str, rank: int) -> float:
+    """The alpha peft would use for module ``path`` given LoraConfig kwargs (alpha_pattern, then lora_alpha)."""
+    for pattern, value in (config.get("alpha_pattern") or {}).items():
+        if re.match(rf"(.*\.)?({pattern})$", path):
+            return float(value)
+    return float(config.get("lora_alpha", rank))
+
+
+def inspect_file(path: str | os.PathLike) -> InspectReport:
+    """Build an :class:`InspectReport` for a safetensors adapter (reads the header and the scalar alphas)."""
+    header: SafetensorsHeader = read_header(path)
+    parsed = parse_keys(list(header.tensors))
+    shapes = {k: v.shape for k, v in header.tensors.items()}
+    guess = detect_arch(parsed, shapes)
+    alpha_values = _read_alphas(header, parsed)
+    cfg = diffusers_alpha_metadata(header.metadata)
+    ranks: Counter = Counter()
+    alphas: Counter = Counter()
+    for name, m in parsed.modules.items():
+        rank = shapes[m.down][0]
+        ranks[rank] += 1
+        if m.alpha is not None:
+            alphas[alpha_values[m.alpha]] += 1
+        else:
+            comp, path_ = name.split(".", 1)
+            alphas[alpha_from_config(cfg.get(comp, {}), path_, rank)] += 1
+    params = 0
+    for m in parsed.modules.values():
+        for key in (m.down, m.up):
+            n = 1
+            for d in shapes[key]:
+                n *= d
+            params += n
+    return InspectReport(
+        path=str(path), file_size=header.file_size, format=parsed.format, layout=parsed.layout, arch=guess,
+        modules=dict(Counter(component_of(n) for n in parsed.modules)), ranks=dict(ranks), alphas=dict(alphas),
+        targets=dict(Counter(target_kind(n) for n in parsed.modules)), parameters=params,
+        dtypes=dict(Counter(header.tensors[m.down].dtype for m in parsed.modules.values())),
+        metadata=header.metadata, unknown_keys=parsed.unknown, unsupported_keys=parsed.unsupported,
+    )
+
+
+def _read_alphas(header: SafetensorsHeader, parsed: ParsedKeys) -> dict[str, float]:
+    keys = [m.alpha for m in parsed.modules.values() if m.alpha is not None]
+    if not keys:
+        return {}
+    from safetensors import safe_open
+
+    with safe_open(str(header.path), framework="pt") as fh:
+        return {k: float(fh.get_tensor(k).float().item()) for k in keys}
+
+
+def header_bytes(header: SafetensorsHeader) -> int:
+    """Sum of tensor bytes according to the header (a sanity check against the file size)."""
+    return sum(tensor_nbytes(i) for i in header.tensors.values())
