@@ -1,0 +1,117 @@
+"""``lcm-plugin train ...`` sub-commands. Heavy imports stay inside the handlers.
+
+- ``lcm-plugin train lora|lcd|lcf [--config run.json] [--option value ...]``: every TrainConfig field is a flag.
+- ``lcm-plugin train cache``: precompute the latent / text-embedding cache.
+- ``lcm-plugin train fuse``: fuse an LCM-LoRA into a base model and save a full LCM pipeline.
+- ``lcm-plugin train to-kohya``: not here -- use ``lcm-plugin adapters`` (the adapters package converts files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+_SCALARS = {"int": int, "float": float, "str": str}
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    from lora_training.config import TrainConfig
+
+    for f in fields(TrainConfig):
+        if f.name == "method":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind = str(f.type).replace(" | None", "")
+        default = f.default if f.default is not MISSING else f.default_factory()
+        help_text = f"{f.metadata.get('help', '')} (default: {default})"
+        if kind == "bool":
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+        elif kind.startswith("list["):
+            parser.add_argument(flag, dest=f.name, nargs="+", type=_SCALARS[kind[5:-1]], default=argparse.SUPPRESS, help=help_text)
+        else:
+            parser.add_argument(flag, dest=f.name, type=_SCALARS[kind], default=argparse.SUPPRESS, help=help_text)
+
+
+def _config_from_args(args: argparse.Namespace, method: str):
+    from lora_training.config import TrainConfig
+
+    values: dict = {}
+    if args.config:
+        path = Path(args.config)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist.")
+        values.update(json.loads(path.read_text()))
+    names = {f.name for f in fields(TrainConfig)}
+    values.update({k: v for k, v in vars(args).items() if k in names})
+    values["method"] = method
+    return TrainConfig.from_dict(values)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from lora_training.trainer import Trainer
+
+    cfg = _config_from_args(args, args.method)
+    result = Trainer(cfg).train()
+    for kind, path in result.outputs.items():
+        print(f"{kind}: {path}")
+    print(f"steps: {result.steps}  final loss: {result.final_loss:.5g}  skipped non-finite steps: {result.skipped_nan_steps}")
+    return 0
+
+
+def _cache(args: argparse.Namespace) -> int:
+    import torch
+
+    from lora_training.cache import build_cache
+    from lora_training.data import CaptionFolder, WebDatasetShards
+    from lora_training.teachers import load_pipeline, teacher_parts
+
+    if bool(args.train_data_dir) == bool(args.webdataset_shards):
+        raise ValueError("pass exactly one of --train-data-dir or --webdataset-shards.")
+    source = (CaptionFolder(args.train_data_dir, resolution=args.resolution) if args.train_data_dir
+              else WebDatasetShards(args.webdataset_shards, resolution=args.resolution))  # fmt: skip
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    pipe = load_pipeline(args.pretrained_model, single_file_config=args.single_file_config).to(device)
+    path = build_cache(teacher_parts(pipe), source, args.output, resolution=args.resolution, batch_size=args.batch_size, device=device)
+    print(f"cache: {path}")
+    return 0
+
+
+def _fuse(args: argparse.Namespace) -> int:
+    from lora_training.export import fuse_lora
+
+    out = fuse_lora(args.base, args.lora, args.output, single_file_config=args.single_file_config, lora_scale=args.lora_scale)
+    print(f"full LCM pipeline: {out}")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add ``train`` with its sub-commands to the lcm-plugin CLI."""
+    train = subparsers.add_parser("train", help="LCM distillation / fine-tuning (LCM-LoRA, full LCD, LCF)")
+    sub = train.add_subparsers(dest="train_command", metavar="{lora,lcd,lcf,cache,fuse}")
+    helps = {"lora": "distil an LCM-LoRA from a Stable Diffusion teacher (peft LoRA on the UNet)",
+             "lcd": "full-model latent consistency distillation with the w-embedding",
+             "lcf": "latent consistency fine-tuning of an LCM / LCM-LoRA on your data (no teacher)"}  # fmt: skip
+    for method, text in helps.items():
+        p = sub.add_parser(method, help=text, description=text)
+        p.add_argument("--config", help="JSON file of TrainConfig fields (flags override it)")
+        _add_config_flags(p)
+        p.set_defaults(handler=_train, method=method)
+    cache = sub.add_parser("cache", help="precompute VAE latents and text embeddings (safetensors)")
+    cache.add_argument("--pretrained-model", required=True, help="teacher pipeline folder or single-file checkpoint")
+    cache.add_argument("--single-file-config", default=None, help="local diffusers config folder for a single file")
+    cache.add_argument("--train-data-dir", default=None, help="image folder with caption sidecars")
+    cache.add_argument("--webdataset-shards", nargs="+", default=None, help="webdataset .tar shards")
+    cache.add_argument("--resolution", type=int, default=512, help="pixels (default 512)")
+    cache.add_argument("--batch-size", type=int, default=8, help="encoding batch size (default 8)")
+    cache.add_argument("--output", required=True, help="cache file (.safetensors)")
+    cache.set_defaults(handler=_cache)
+    fuse = sub.add_parser("fuse", help="fuse an LCM-LoRA into its base model and save a full LCM pipeline folder")
+    fuse.add_argument("--base", required=True, help="base pipeline folder or single-file checkpoint")
+    fuse.add_argument("--lora", required=True, help="LCM-LoRA .safetensors (diffusers or kohya keys)")
+    fuse.add_argument("--output", required=True, help="output pipeline folder")
+    fuse.add_argument("--lora-scale", type=float, default=1.0, help="LoRA scale to fuse (default 1.0)")
+    fuse.add_argument("--single-file-config", default=None, help="local diffusers config folder for a single file")
+    fuse.set_defaults(handler=_fuse)
+    train.set_defaults(handler=lambda a: (train.print_help(), 2)[1])

@@ -1,0 +1,142 @@
+"""Writing what the trainer produced: a diffusers LoRA (``pipe.load_lora_weights``), a kohya LoRA
+(ComfyUI/A1111), a full LCM pipeline folder (LCD), and a fused "full LCM" checkpoint from a LoRA."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+import lcm_plugin
+
+logger = logging.getLogger(__name__)
+
+DIFFUSERS_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+KOHYA_WEIGHT_NAME = "lcm_lora_kohya.safetensors"
+
+
+def guess_arch(unet_config: dict) -> str:
+    """The adapters package's architecture key for a UNet config (sd15, sd2, sdxl, ssd1b)."""
+    cross = unet_config.get("cross_attention_dim")
+    if unet_config.get("addition_embed_type") == "text_time":
+        mid = unet_config.get("mid_block_type", "UNetMidBlock2DCrossAttn")
+        return "ssd1b" if mid is None or "CrossAttn" not in str(mid) else "sdxl"
+    return "sd2" if cross == 1024 else "sd15"
+
+
+def adapter_metadata(*, base_model: str, arch: str, rank: int, alpha: float, steps: int, method: str, extra: dict | None = None) -> dict[str, str]:
+    """The safetensors metadata every file we write carries (strings only)."""
+    meta = {
+        "lcm_plugin.version": lcm_plugin.__version__,
+        "lcm_plugin.base_model": str(base_model),
+        "lcm_plugin.architecture": arch,
+        "lcm_plugin.rank": str(rank),
+        "lcm_plugin.lora_alpha": str(alpha),
+        "lcm_plugin.steps": str(steps),
+        "lcm_plugin.algorithm": method,
+    }
+    meta.update({f"lcm_plugin.{k}": str(v) for k, v in (extra or {}).items()})
+    return meta
+
+
+def unet_lora_state_dict(unet) -> dict[str, torch.Tensor]:
+    """The UNet's LoRA weights in diffusers naming (what ``save_lora_weights`` expects)."""
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    return {k: v.detach().float().cpu().contiguous() for k, v in
+            convert_state_dict_to_diffusers(get_peft_model_state_dict(unet)).items()}  # fmt: skip
+
+
+def save_diffusers_lora(unet, out_dir: str | os.PathLike, *, is_sdxl: bool, metadata: dict[str, str]) -> Path:
+    """Write ``out_dir/pytorch_lora_weights.safetensors`` (loadable by ``pipe.load_lora_weights``) atomically,
+    with the peft LoraConfig (rank/alpha) and our metadata in the safetensors header."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    from safetensors.torch import load_file
+
+    from lcm_plugin.adapters.safetensors_io import save_atomic
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cls = StableDiffusionXLPipeline if is_sdxl else StableDiffusionPipeline
+    peft_cfg = unet.peft_config["default"]
+    lora_meta = {"r": peft_cfg.r, "lora_alpha": peft_cfg.lora_alpha,
+                 "target_modules": sorted(peft_cfg.target_modules), "use_dora": False}  # fmt: skip
+    with tempfile.TemporaryDirectory(dir=out, prefix=".lora-") as tmp:
+        cls.save_lora_weights(tmp, unet_lora_layers=unet_lora_state_dict(unet), weight_name=DIFFUSERS_WEIGHT_NAME,
+                              unet_lora_adapter_metadata=lora_meta)  # fmt: skip
+        from safetensors import safe_open
+
+        with safe_open(str(Path(tmp) / DIFFUSERS_WEIGHT_NAME), framework="pt") as f:
+            header_meta = dict(f.metadata() or {})
+        tensors = load_file(str(Path(tmp) / DIFFUSERS_WEIGHT_NAME))
+        header_meta.update(metadata)
+        return save_atomic(tensors, out / DIFFUSERS_WEIGHT_NAME, header_meta)
+
+
+def save_kohya_lora(unet, path: str | os.PathLike, *, arch: str, metadata: dict[str, str]) -> Path:
+    """Write the UNet's LoRA with kohya keys (``lora_unet_…``, ``lora_down``/``lora_up``, ``alpha``) through the
+    adapters package's converter."""
+    from peft.utils import get_peft_model_state_dict
+
+    from lcm_plugin.adapters.convert import save_kohya_lora as convert_and_save
+
+    cfg = unet.peft_config["default"]
+    state = {k: v.detach().float().cpu().contiguous() for k, v in get_peft_model_state_dict(unet).items()}
+    return convert_and_save(state, path, arch=arch, lora_alpha=float(cfg.lora_alpha), metadata=metadata)
+
+
+def _atomic_folder(final: Path, write) -> Path:
+    """Call ``write(tmp_dir)`` and move the folder into place only when it completed."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
+    try:
+        write(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def save_lcm_pipeline(pipe, unet, out_dir: str | os.PathLike, *, metadata: dict[str, str]) -> Path:
+    """Save ``pipe`` with ``unet`` and an LCMScheduler (stock diffusers, loads anywhere) as a pipeline folder."""
+    from diffusers import LCMScheduler
+
+    def write(tmp: Path) -> None:
+        old_unet, old_sched = pipe.unet, pipe.scheduler
+        try:
+            pipe.unet, pipe.scheduler = unet, LCMScheduler.from_config(pipe.scheduler.config)
+            pipe.register_modules(unet=unet, scheduler=pipe.scheduler)
+            pipe.save_pretrained(tmp, safe_serialization=True)
+        finally:
+            pipe.register_modules(unet=old_unet, scheduler=old_sched)
+        (tmp / "lcm_plugin.json").write_text(json.dumps(metadata, indent=2, sort_keys=True))
+
+    return _atomic_folder(Path(out_dir), write)
+
+
+def fuse_lora(base: str, lora: str, out_dir: str | os.PathLike, *, single_file_config: str | None = None,
+              lora_scale: float = 1.0) -> Path:  # fmt: skip
+    """"Full LCM" export: base pipeline + LCM-LoRA fused into the UNet weights, saved with an LCMScheduler."""
+    from lora_training.teachers import load_pipeline
+
+    if not Path(lora).is_file():
+        raise FileNotFoundError(f"LoRA file {lora} does not exist.")
+    pipe = load_pipeline(base, single_file_config=single_file_config)
+    try:
+        pipe.load_lora_weights(lora, adapter_name="lcm")
+    except (ValueError, RuntimeError, KeyError) as err:
+        raise ValueError(f"{lora} does not fit the base model {base} (architecture mismatch?): {err}") from err
+    pipe.fuse_lora(lora_scale=lora_scale)
+    pipe.unload_lora_weights()
+    meta = {"lcm_plugin.version": lcm_plugin.__version__, "lcm_plugin.base_model": str(base),
+            "lcm_plugin.fused_lora": str(lora), "lcm_plugin.lora_scale": str(lora_scale)}  # fmt: skip
+    return save_lcm_pipeline(pipe, pipe.unet, out_dir, metadata=meta)
