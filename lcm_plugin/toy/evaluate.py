@@ -1,0 +1,202 @@
+"""The evaluation harness: FD, KID and prompt adherence vs number of steps, for any list of samplers.
+
+A :class:`Sampler` is (name, scheduler factory, guidance, steps, optional LoRA). The same function evaluates
+the teacher under DDIM/DPM-Solver++/Euler and an LCM-LoRA under the LCM scheduler, with the same prompts,
+the same initial noise (one seeded generator per sample) and the same real reference set, so rows compare.
+Metrics (FD/KID in the judge's features, adherence from its heads) are computed with torchmetrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from lcm_plugin.toy import world
+from lcm_plugin.toy.judge import Judge, JudgeFeatures, adherence
+from lcm_plugin.toy.judge_train import real_images
+
+logger = logging.getLogger(__name__)
+
+STANDARD_STEPS = (1, 2, 4, 8, 25, 50)
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """One row group of the table.
+
+    Args:
+        name: label in the table, e.g. "DDIM" or "LCM-LoRA".
+        scheduler_factory: builds the scheduler from the pipeline's scheduler config (a dict-like
+            FrozenDict), e.g. ``lambda c: DDIMScheduler.from_config(c)``.
+        guidance_scale: classifier-free guidance scale (diffusers convention; 1.0 = no unconditional pass).
+        steps: numbers of inference steps to evaluate.
+        lora: path of LoRA weights (a folder or .safetensors file ``load_lora_weights`` accepts), or None.
+        lora_scale: LoRA strength.
+    """
+
+    name: str
+    scheduler_factory: Callable[[Any], Any]
+    guidance_scale: float
+    steps: tuple[int, ...] = STANDARD_STEPS
+    lora: str | None = None
+    lora_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.steps or any(int(s) < 1 for s in self.steps):
+            raise ValueError(f"steps of sampler {self.name!r} must be a non-empty list of integers >= 1, got {self.steps}")
+        if self.guidance_scale < 0:
+            raise ValueError(f"guidance_scale of sampler {self.name!r} must be >= 0, got {self.guidance_scale}")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Sample counts and seeds. ``n_samples`` prompts come from the ``test`` split (indices 0..n-1); the real
+    reference set is the same test images, and the real-vs-real baseline compares them with ``val`` images."""
+
+    n_samples: int = 128
+    batch: int = 128
+    seed: int = 0
+    kid_subset: int = 50
+
+    def __post_init__(self) -> None:
+        if self.n_samples < 2:
+            raise ValueError(f"n_samples must be >= 2 (FD needs a covariance), got {self.n_samples}")
+        if self.batch < 1:
+            raise ValueError(f"batch must be >= 1, got {self.batch}")
+        if self.kid_subset < 2:
+            raise ValueError(f"kid_subset must be >= 2, got {self.kid_subset}")
+
+
+@dataclass
+class EvalRow:
+    """Measured metrics of one (sampler, steps) setting."""
+
+    sampler: str
+    steps: int
+    guidance_scale: float
+    fd: float
+    kid: float
+    kid_std: float
+    adherence: dict[str, float]
+    seconds: float
+    unet_evals: int
+    samples: torch.Tensor | None = field(default=None, repr=False)
+
+
+def standard_samplers(guidance_scale: float = 7.5, steps: Sequence[int] = STANDARD_STEPS) -> list[Sampler]:
+    """The teacher rows: DDIM, DPM-Solver++ (2M) and Euler, all with classifier-free guidance."""
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+
+    st = tuple(int(s) for s in steps)
+    return [
+        Sampler("DDIM", lambda c: DDIMScheduler.from_config(c), guidance_scale, st),
+        Sampler("DPM-Solver++", lambda c: DPMSolverMultistepScheduler.from_config(c, algorithm_type="dpmsolver++"), guidance_scale, st),
+        Sampler("Euler", lambda c: EulerDiscreteScheduler.from_config(c), guidance_scale, st),
+    ]
+
+
+def lcm_scheduler_factory() -> Callable[[Any], Any]:
+    """``LCMPluginScheduler.from_config`` when the plugin's scheduler exists, else diffusers' LCMScheduler."""
+    try:
+        from lcm_plugin.diffusers_scheduler import LCMPluginScheduler as cls
+    except ImportError:
+        from diffusers import LCMScheduler as cls
+
+        logger.warning("lcm_plugin.diffusers_scheduler not available; using diffusers.LCMScheduler")
+    return lambda c: cls.from_config(c)
+
+
+def lcm_sampler(lora: str | None, steps: Sequence[int] = (1, 2, 4, 8), guidance_scale: float = 1.0, name: str = "LCM-LoRA") -> Sampler:
+    """An LCM row: the LCM scheduler with an LCM-LoRA (or a full LCM checkpoint when ``lora`` is None)."""
+    return Sampler(name, lcm_scheduler_factory(), guidance_scale, tuple(int(s) for s in steps), lora=lora)
+
+
+class _Metrics:
+    """FD and KID against a fixed real set (its features computed once)."""
+
+    def __init__(self, judge: Judge, real: torch.Tensor, kid_subset: int) -> None:
+        from torchmetrics.image.fid import FrechetInceptionDistance
+        from torchmetrics.image.kid import KernelInceptionDistance
+
+        feats = JudgeFeatures(judge)
+        self.fid = FrechetInceptionDistance(feature=feats, reset_real_features=False, normalize=True)
+        self.kid = KernelInceptionDistance(feature=feats, reset_real_features=False, normalize=True, subset_size=min(kid_subset, len(real)))
+        self.fid.update(real, real=True)
+        self.kid.update(real, real=True)
+
+    @torch.no_grad()
+    def __call__(self, fake: torch.Tensor) -> tuple[float, float, float]:
+        self.fid.reset()
+        self.kid.reset()
+        self.fid.update(fake, real=False)
+        self.kid.update(fake, real=False)
+        kid_mean, kid_std = self.kid.compute()
+        return float(self.fid.compute()), float(kid_mean), float(kid_std)
+
+
+@torch.no_grad()
+def generate(pipe, prompts: Sequence[str], steps: int, guidance_scale: float, seed: int, batch: int) -> torch.Tensor:
+    """Images (N, 3, H, W) in [0, 1] for ``prompts``; sample i always starts from generator seed ``seed + i``."""
+    out = []
+    for i in range(0, len(prompts), batch):
+        chunk = list(prompts[i : i + batch])
+        gens = [torch.Generator().manual_seed(seed + i + j) for j in range(len(chunk))]
+        res = pipe(prompt=chunk, num_inference_steps=steps, guidance_scale=guidance_scale, generator=gens, output_type="pt")
+        out.append(res.images.float().cpu().clamp(0, 1))
+    return torch.cat(out)
+
+
+def real_baseline(judge: Judge, cfg: EvalConfig) -> EvalRow:
+    """Real-vs-real reference: ``val`` images against the ``test`` reference set (same sizes as the rows)."""
+    real, _, _ = real_images("test", cfg.n_samples)
+    other, other_scenes, _ = real_images("val", cfg.n_samples)
+    fd, kid, kid_std = _Metrics(judge, real, cfg.kid_subset)(other)
+    return EvalRow("real (val vs test)", 0, 0.0, fd, kid, kid_std, adherence(judge, other, other_scenes), 0.0, 0)
+
+
+def evaluate_samplers(pipe, samplers: Sequence[Sampler], judge: Judge, cfg: EvalConfig | None = None, keep_samples: int = 0) -> list[EvalRow]:
+    """Evaluate every (sampler, steps) on the toy test prompts; the first row is the real-vs-real baseline.
+
+    ``pipe`` is a loaded StableDiffusionPipeline (toy teacher or a real checkpoint generating 32x32 images);
+    its scheduler and LoRA state are restored afterwards. ``keep_samples`` first images of each row are kept
+    in ``EvalRow.samples`` for image grids.
+    """
+    cfg = cfg or EvalConfig()
+    real, scenes, prompts = real_images("test", cfg.n_samples)
+    metrics = _Metrics(judge, real, cfg.kid_subset)
+    rows = [real_baseline(judge, cfg)]
+    logger.info("real-vs-real baseline: FD %.3f KID %.5f", rows[0].fd, rows[0].kid)
+    original = pipe.scheduler
+    try:
+        for sampler in samplers:
+            if sampler.lora:
+                pipe.load_lora_weights(sampler.lora, adapter_name="eval_lora")
+                pipe.set_adapters(["eval_lora"], adapter_weights=[sampler.lora_scale])
+            try:
+                pipe.scheduler = sampler.scheduler_factory(original.config)
+                for steps in sampler.steps:
+                    t0 = time.perf_counter()
+                    images = generate(pipe, prompts, steps, sampler.guidance_scale, cfg.seed, cfg.batch)
+                    seconds = time.perf_counter() - t0
+                    fd, kid, kid_std = metrics(images)
+                    evals = steps * (2 if sampler.guidance_scale > 1.0 else 1)
+                    row = EvalRow(sampler.name, steps, sampler.guidance_scale, fd, kid, kid_std, adherence(judge, images, scenes), seconds, evals)
+                    row.samples = images[:keep_samples].clone() if keep_samples else None
+                    rows.append(row)
+                    logger.info("%s %d steps: FD %.3f KID %.5f adherence %.3f (%.1f s)", sampler.name, steps, fd, kid, row.adherence["all"], seconds)
+            finally:
+                if sampler.lora:
+                    pipe.unload_lora_weights()
+    finally:
+        pipe.scheduler = original
+    return rows
+
+
+def scenes_for(split: str, count: int) -> list[world.Scene]:
+    """Ground-truth scenes of the first ``count`` samples of ``split`` (the prompts' attributes)."""
+    return [world.sample_scene(world.WorldConfig(), split, i)[0] for i in range(count)]

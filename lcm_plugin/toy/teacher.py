@@ -1,0 +1,185 @@
+"""Train the toy teacher: a small Stable Diffusion (AutoencoderKL + UNet2DConditionModel + CLIPTextModel).
+
+Recipe (as SD, shrunk): 1) train the autoencoder on toy images; 2) encode the training set once and set the
+VAE ``scaling_factor`` to 1/std of the latents; 3) train the UNet (epsilon prediction, SD noise schedule) and
+the text encoder jointly, with 10% empty captions for classifier-free guidance, min-SNR-5 loss weighting and
+an EMA of the weights; 4) save a standard ``StableDiffusionPipeline`` folder (fp16 safetensors).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from lcm_plugin.toy import models, world
+from lcm_plugin.toy.configs import TeacherConfig
+from lcm_plugin.toy.tokenizer import build_tokenizer_files, load_tokenizer
+
+logger = logging.getLogger(__name__)
+
+
+def to_model_range(images_uint8: np.ndarray) -> torch.Tensor:
+    """uint8 (N, 3, H, W) -> float tensor in [-1, 1], the range SD's VAE expects."""
+    return torch.from_numpy(images_uint8).float().div(127.5).sub(1.0)
+
+
+def train_vae(vae, images: torch.Tensor, cfg: TeacherConfig, generator: torch.Generator):
+    """Train the autoencoder in place (MSE reconstruction + small KL) and return it."""
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    vae.train()
+    start = time.time()
+    for step in tqdm(range(cfg.vae_steps), desc="vae", mininterval=10):
+        idx = torch.randint(0, len(images), (cfg.vae_batch,), generator=generator)
+        x = images[idx]
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample(generator=generator)).sample
+        loss = F.mse_loss(rec, x) + cfg.kl_weight * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 50 == 0 or step == cfg.vae_steps - 1:
+            logger.info("vae step %d loss %.5f", step, loss.item())
+        if cfg.vae_max_minutes > 0 and time.time() - start > cfg.vae_max_minutes * 60:
+            logger.warning("vae_max_minutes reached: stopping the VAE at step %d of %d (loss %.5f)", step + 1, cfg.vae_steps, loss.item())
+            break
+    vae.eval()
+    return vae
+
+
+@torch.no_grad()
+def encode_latents(vae, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """Unscaled latent means of ``images`` (the VAE posterior mode)."""
+    return torch.cat([vae.encode(images[i : i + batch]).latent_dist.mode() for i in range(0, len(images), batch)])
+
+
+def _save_pipeline(vae, text_encoder, tokenizer, unet, tok_dir: Path, out_dir: Path) -> None:
+    """Save a StableDiffusionPipeline folder in fp16, replacing ``out_dir`` only once it is complete."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=models.build_scheduler(),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(str(tmp), safe_serialization=True)
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy2(tok_dir / name, tmp / "tokenizer" / name)
+    # Half precision halves the shipped size; load_pipeline casts back to float32 for CPU inference.
+    from safetensors.torch import load_file, save_file
+
+    for f in tmp.rglob("*.safetensors"):
+        save_file({k: v.half().contiguous() for k, v in load_file(str(f)).items()}, str(f))
+    old = out_dir.with_name(out_dir.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out_dir.exists():
+        os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def train_teacher(
+    out_dir: str | os.PathLike, cfg: TeacherConfig, world_cfg: world.WorldConfig | None = None, resume: str | os.PathLike | None = None
+) -> Path:
+    """Train the whole toy teacher and write it as a diffusers pipeline folder to ``out_dir``.
+
+    With ``resume`` (a pipeline folder written by this function) the VAE is kept and the UNet/text encoder
+    continue training from their saved (EMA) weights for another ``cfg.unet_steps`` steps.
+    """
+    from diffusers import DDPMScheduler
+
+    world_cfg = world_cfg or world.WorldConfig()
+    torch.set_num_threads(cfg.threads)
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # parameter initialisation of the stock diffusers/transformers modules
+    tok_dir = build_tokenizer_files(out.with_name(out.name + ".tokenizer"))
+    tokenizer = load_tokenizer(tok_dir)
+
+    t0 = time.time()
+    logger.info("drawing %d training images", cfg.n_train)
+    arrays, captions, _ = world.make_arrays(world_cfg, "train", cfg.n_train)
+    images = to_model_range(arrays)
+    logger.info("data ready in %.0f s", time.time() - t0)
+
+    if resume is not None:
+        previous = models.load_pipeline(resume)
+        vae, text_encoder, unet = previous.vae, previous.text_encoder, previous.unet
+        if len(previous.tokenizer) != len(tokenizer):
+            raise ValueError(f"{resume} was trained with another tokenizer; train from scratch instead")
+        unet.train()
+        text_encoder.train()
+        latents = encode_latents(vae, images)
+        scale = float(vae.config.scaling_factor)
+    else:
+        vae = train_vae(models.build_vae(), images, cfg, gen)
+        latents = encode_latents(vae, images)
+        scale = float(1.0 / latents.std())
+        vae.register_to_config(scaling_factor=scale)
+        text_encoder = models.build_text_encoder(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
+        unet = models.build_unet()
+    latents = latents * scale
+    logger.info("vae done at %.0f s; scaling_factor %.4f", time.time() - t0, scale)
+
+    ids = tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    empty = tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    ema = [p.detach().clone() for p in params]
+    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=1e-2)
+    noise_sched = DDPMScheduler(**{k: v for k, v in models.SD_SCHEDULE.items() if k != "set_alpha_to_one"})
+    abar = noise_sched.alphas_cumprod
+    snr = abar / (1 - abar)
+    unet_t0 = time.time()
+
+    def save() -> None:
+        live = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            for p, e in zip(params, ema, strict=True):
+                p.copy_(e)
+        _save_pipeline(vae, text_encoder, tokenizer, unet, tok_dir, out)
+        with torch.no_grad():
+            for p, v in zip(params, live, strict=True):
+                p.copy_(v)
+
+    for step in tqdm(range(cfg.unet_steps), desc="unet", mininterval=10):
+        lr = cfg.unet_lr * min(1.0, (step + 1) / cfg.warmup)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        idx = torch.randint(0, len(latents), (cfg.unet_batch,), generator=gen)
+        x0, tok = latents[idx], ids[idx].clone()
+        drop = torch.rand(cfg.unet_batch, generator=gen) < cfg.cfg_dropout
+        tok[drop] = empty
+        t = torch.randint(0, 1000, (cfg.unet_batch,), generator=gen)
+        eps = torch.randn(x0.shape, generator=gen)
+        zt = noise_sched.add_noise(x0, eps, t)
+        pred = unet(zt, t, text_encoder(tok)[0]).sample
+        per = (pred - eps).pow(2).mean(dim=(1, 2, 3))
+        w = torch.clamp(snr[t], max=cfg.snr_gamma) / snr[t] if cfg.snr_gamma > 0 else torch.ones_like(per)
+        loss = (per * w).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        decay = cfg.ema_decay if resume is not None else min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
+        if step % 50 == 0:
+            logger.info("unet step %d loss %.4f lr %.2e (%.0f s)", step, loss.item(), lr, time.time() - t0)
+        if (step + 1) % cfg.save_every == 0:
+            save()
+        if cfg.max_minutes > 0 and time.time() - unet_t0 > cfg.max_minutes * 60:
+            logger.warning("max_minutes reached: stopping the UNet phase at step %d of %d", step + 1, cfg.unet_steps)
+            break
+    save()
+    shutil.rmtree(tok_dir, ignore_errors=True)
+    logger.info("teacher saved to %s in %.1f min", out, (time.time() - t0) / 60)
+    return out
