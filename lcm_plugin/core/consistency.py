@@ -41,10 +41,11 @@ def predicted_original_sample(
 
     epsilon: x0 = (x - sqrt(1-abar) eps) / sqrt(abar); v: x0 = sqrt(abar) x - sqrt(1-abar) v; sample: x0 = output.
     """
+    # In-place updates of fresh temporaries: one allocation per call (this runs on full latents every step).
     if prediction_type == "epsilon":
-        return (sample - (1 - alpha_prod_t).sqrt() * model_output) / alpha_prod_t.sqrt()
+        return (model_output * -(1 - alpha_prod_t).sqrt()).add_(sample).div_(alpha_prod_t.sqrt())
     if prediction_type == "v_prediction":
-        return alpha_prod_t.sqrt() * sample - (1 - alpha_prod_t).sqrt() * model_output
+        return (sample * alpha_prod_t.sqrt()).sub_(model_output * (1 - alpha_prod_t).sqrt())
     if prediction_type == "sample":
         return model_output
     check_prediction_type(prediction_type)
@@ -75,4 +76,4 @@ def consistency_output(
 ) -> torch.Tensor:
     """f(x, t) = c_skip(t) * x + c_out(t) * x0: the LCM prediction at timestep t (``sample`` in VP space)."""
     c_skip, c_out = boundary_condition_scalings(timestep, sigma_data, timestep_scaling)
-    return c_out * denoised + c_skip * sample
+    return (denoised * c_out).add_(sample * c_skip)

@@ -44,7 +44,7 @@ def renoise(
     then x_next = sqrt(abar_next / abar_s) x_s + sqrt(1 - abar_next / abar_s) z.
     """
     if alpha_prod_s is None:
-        return alpha_prod_next.sqrt() * denoised + (1 - alpha_prod_next).sqrt() * noise
+        return (denoised * alpha_prod_next.sqrt()).add_(noise * (1 - alpha_prod_next).sqrt())
     if sample is None or alpha_prod_t is None:
         raise ValueError(
             "the TCD update needs the current sample and its alpha_prod_t to estimate the noise."
