@@ -45,12 +45,15 @@ def adapter_metadata(*, base_model: str, arch: str, rank: int, alpha: float, ste
 
 
 def unet_lora_state_dict(unet) -> dict[str, torch.Tensor]:
-    """The UNet's LoRA weights in diffusers naming (what ``save_lora_weights`` expects)."""
-    from diffusers.utils import convert_state_dict_to_diffusers
+    """The UNet's LoRA weights with peft names (``<module>.lora_A.weight`` / ``.lora_B.weight``).
+
+    Not passed through ``convert_state_dict_to_diffusers``: in diffusers 0.42 that renames attention LoRA to the
+    legacy ``.lora.down``/``.lora.up`` form, which ``load_lora_weights`` then silently skips (measured: 94 of 158
+    tensors of a tiny SD UNet loaded). peft names load completely (see tests/training/test_trainer.py).
+    """
     from peft.utils import get_peft_model_state_dict
 
-    return {k: v.detach().float().cpu().contiguous() for k, v in
-            convert_state_dict_to_diffusers(get_peft_model_state_dict(unet)).items()}  # fmt: skip
+    return {k: v.detach().float().cpu().contiguous() for k, v in get_peft_model_state_dict(unet).items()}
 
 
 def save_diffusers_lora(unet, out_dir: str | os.PathLike, *, is_sdxl: bool, metadata: dict[str, str]) -> Path:

@@ -71,6 +71,7 @@ def load_lora_weights_into(unet, path: str, *, seed: int, dropout: float = 0.0) 
     add_lora(unet, rank=rank, alpha=alpha, target_modules=sorted(mods), dropout=dropout, seed=seed,
              rank_pattern={p: m.rank for p, m in mods.items() if m.rank != rank},
              alpha_pattern={p: m.alpha_value for p, m in mods.items() if m.alpha_value != alpha})  # fmt: skip
+    names = dict(unet.named_modules())  # peft replaced the targeted modules
     with torch.no_grad():
         for p, m in mods.items():
             layer = names[p]

@@ -224,6 +224,7 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
         result = TrainResult(steps=self.step, final_loss=math.nan)
+        self._losses_so_far = result.losses
         batches = iter(self.stream)
         bar = tqdm(total=cfg.max_train_steps, initial=self.step, disable=not acc.is_local_main_process, desc="lcm " + cfg.method)
         self.student.train()
