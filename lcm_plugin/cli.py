@@ -14,7 +14,7 @@ import sys
 
 from lcm_plugin import __version__
 
-# (module, human description) -- each module defines register(subparsers).
+# Each module defines register(subparsers).
 _COMMAND_MODULES = (
     "lcm_plugin.commands.engine",
     "lcm_plugin.toy.commands",
@@ -25,7 +25,9 @@ _COMMAND_MODULES = (
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with every available sub-command."""
-    parser = argparse.ArgumentParser(prog="lcm-plugin", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="lcm-plugin", description="Latent Consistency Models for any Stable Diffusion checkpoint."
+    )
     parser.add_argument("--version", action="version", version=f"lcm-plugin {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
