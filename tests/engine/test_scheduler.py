@@ -251,3 +251,9 @@ def test_img2img_timesteps_helper():
     assert sched.img2img_timesteps(4, strength=0.98) == [979, 739, 499, 259]
     with pytest.raises(ValueError, match=r"strength must be in \(0, 1\]"):
         sched.img2img_timesteps(4, strength=0.0)
+
+
+def test_dead_diffusers_keys_are_rejected_as_arguments():
+    for key, value in (("timestep_spacing", "trailing"), ("steps_offset", 1), ("set_alpha_to_one", False)):
+        with pytest.raises(TypeError, match=key):
+            LCMPluginScheduler(**{key: value})
