@@ -32,7 +32,6 @@ def build_unet(name: str, dtype=None, device: str = "cpu"):
     unet = UNet2DConditionModel(**config).eval().to(device)
     if dtype is not None:
         unet = unet.to(dtype)
-    torch.set_grad_enabled(True)
     return unet
 
 
