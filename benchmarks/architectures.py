@@ -25,7 +25,6 @@ SDXL_UNET = dict(
 
 def build_unet(name: str, dtype=None, device: str = "cpu"):
     """A randomly initialised UNet2DConditionModel of the named architecture ('sd15' or 'sdxl')."""
-    import torch
     from diffusers import UNet2DConditionModel
 
     config = {"sd15": SD15_UNET, "sdxl": SDXL_UNET}[name]
