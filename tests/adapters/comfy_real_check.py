@@ -25,6 +25,7 @@ def main() -> None:
     stub = types.ModuleType("comfy.model_base")
     stub.__getattr__ = lambda name: type(name, (), {})
     sys.modules["comfy.model_base"] = stub
+    comfy.model_base = stub
     import comfy.lora
     from safetensors.torch import load_file
 

@@ -1,7 +1,7 @@
 """Tiny synthetic UNets and LoRA adapters for the adapter tests (no downloads).
 
 The UNets keep the real block structure of SD1.5 (4 levels, 2 resnets per level, attention in the first
-three), SDXL (3 levels, 1/2/10 transformer blocks, add_embedding) and an SSD-1B-like shape (4 transformer
+three), SDXL (3 levels, 1/2/5 transformer blocks -- 10 in the real one --, add_embedding) and an SSD-1B-like shape (4 transformer
 blocks in the deepest level, no mid attention) but use 16-64 channels, so every test runs in seconds.
 """
 
@@ -37,10 +37,10 @@ def tiny_unet(kind: str, seed: int = 0):
         norm_num_groups=8,
     )
     if kind == "sdxl":
-        return UNet2DConditionModel(transformer_layers_per_block=(1, 2, 10), **xl)
+        return UNet2DConditionModel(transformer_layers_per_block=(1, 2, 5), **xl)  # real SDXL: 10 (kept small)
     if kind == "ssd1b":
         return UNet2DConditionModel(transformer_layers_per_block=(1, 2, 4),
-                                    reverse_transformer_layers_per_block=[[4, 4, 10], [2, 1, 1], [1, 1, 1]],
+                                    reverse_transformer_layers_per_block=[[4, 4, 4], [2, 1, 1], [1, 1, 1]],
                                     mid_block_type="UNetMidBlock2D", **xl)
     raise ValueError(kind)
 
@@ -64,20 +64,20 @@ def base_copy(unet_with_lora, kind: str):
     return fresh
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def sd15_lora():
     """(unet with peft LoRA r=4 alpha=8, its peft state dict)."""
     unet = tiny_unet("sd15")
     return unet, peft_lora(unet)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def sdxl_lora():
     unet = tiny_unet("sdxl")
     return unet, peft_lora(unet, rank=2, alpha=2.0)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ssd1b_lora():
     unet = tiny_unet("ssd1b")
     return unet, peft_lora(unet, rank=2, alpha=1.0)
