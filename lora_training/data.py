@@ -50,9 +50,34 @@ def _check_bad(n_bad: int, n_total: int, max_bad_fraction: float, what: str, whe
         logger.warning("skipped %d of %d samples in %s (%s)", n_bad, n_total, where, what)
 
 
+CAPTION_INDEXES = ("metadata.jsonl", "captions.jsonl")
+
+
+def _jsonl_captions(root: Path) -> dict[Path, str]:
+    """Captions from a Hugging Face imagefolder-style ``metadata.jsonl`` (or ``captions.jsonl``): lines with
+    ``file_name`` and ``text``."""
+    import json
+
+    out: dict[Path, str] = {}
+    for name in CAPTION_INDEXES:
+        index = root / name
+        if not index.is_file():
+            continue
+        for n, line in enumerate(index.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                out[(root / row["file_name"]).resolve()] = str(row["text"])
+            except (ValueError, KeyError, TypeError) as err:
+                raise ValueError(f"{index} line {n} is not a JSON object with file_name and text: {err}") from err
+    return out
+
+
 class CaptionFolder:
-    """Map-style dataset of ``NAME.png`` + ``NAME.txt`` pairs (recursively). Missing captions and corrupt images
-    are found at construction, skipped and counted (``self.skipped``); too many of them is an error."""
+    """Map-style dataset of ``NAME.png`` + ``NAME.txt`` pairs (recursively), or images listed in a
+    ``metadata.jsonl``/``captions.jsonl`` (file_name, text). Missing captions and corrupt images are found at
+    construction, skipped and counted (``self.skipped``); too many of them is an error."""
 
     def __init__(self, root: str | os.PathLike, *, resolution: int, max_bad_fraction: float = 0.05) -> None:
         from PIL import Image
@@ -63,12 +88,16 @@ class CaptionFolder:
         images = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
         self.items: list[tuple[Path, str]] = []
         self.skipped = {"missing_caption": 0, "corrupt_image": 0, "empty_caption": 0}
+        indexed = _jsonl_captions(self.root)
         for path in images:
             cap = path.with_suffix(".txt")
-            if not cap.is_file():
+            if cap.is_file():
+                caption = cap.read_text(encoding="utf-8").strip()
+            elif path.resolve() in indexed:
+                caption = indexed[path.resolve()].strip()
+            else:
                 self.skipped["missing_caption"] += 1
                 continue
-            caption = cap.read_text(encoding="utf-8").strip()
             if not caption:
                 self.skipped["empty_caption"] += 1
                 continue

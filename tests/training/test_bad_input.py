@@ -193,3 +193,18 @@ def test_bad_model_paths(tmp_path, data_dir):
     (tmp_path / "folder").mkdir()
     with pytest.raises(FileNotFoundError, match="no model_index.json"):
         Trainer(base_config(tmp_path, tmp_path / "folder", data_dir))
+
+
+def test_jsonl_caption_index(tmp_path):
+    import json
+
+    d = write_image_folder(tmp_path / "j", n=4)
+    for p in d.glob("*.txt"):
+        p.unlink()
+    rows = [{"file_name": f"img{i:03d}.png", "text": f"caption {i}"} for i in range(3)]
+    (d / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    ds = CaptionFolder(d, resolution=RES, max_bad_fraction=0.5)
+    assert [c for _, c in ds.items] == ["caption 0", "caption 1", "caption 2"] and ds.skipped["missing_caption"] == 1
+    (d / "metadata.jsonl").write_text("{not json\n")
+    with pytest.raises(ValueError, match="line 1 is not a JSON object with file_name and text"):
+        CaptionFolder(d, resolution=RES)
