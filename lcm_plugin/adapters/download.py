@@ -211,16 +211,16 @@ def download_from_hub(repo_id: str, filename: str, *, revision: str = "main") ->
     try:
         return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=offline,
                                     endpoint=hub_endpoint(), token=os.environ.get("HF_TOKEN") or None))
-    except GatedRepoError as err:
-        raise RuntimeError(f"{what} is gated; accept its licence on the Hub and set HF_TOKEN") from err
-    except (RepositoryNotFoundError, EntryNotFoundError) as err:
-        raise FileNotFoundError(f"{what} does not exist on {hub_endpoint()}") from err
-    except LocalEntryNotFoundError as err:
+    except LocalEntryNotFoundError as err:  # first: it subclasses EntryNotFoundError
         if offline:
             raise FileNotFoundError(f"offline (HF_HUB_OFFLINE=1) and {what} is not in the Hugging Face cache "
                                     f"{cache_dir or '(default ~/.cache/huggingface/hub)'}; download it once "
                                     "online or unset HF_HUB_OFFLINE") from err
         raise RuntimeError(f"could not download {what} from {hub_endpoint()}: {err}") from err
+    except GatedRepoError as err:
+        raise RuntimeError(f"{what} is gated; accept its licence on the Hub and set HF_TOKEN") from err
+    except (RepositoryNotFoundError, EntryNotFoundError) as err:
+        raise FileNotFoundError(f"{what} does not exist on {hub_endpoint()}") from err
 
 
 def download_adapter(spec: str, target_dir: str | os.PathLike, *, name: str | None = None,

@@ -100,14 +100,19 @@ def detect_arch(parsed: ParsedKeys, shapes: dict[str, tuple[int, ...]]) -> ArchG
             family = "sd15"
             reasons.append("SD1.x assumed: SD2.x cannot be told apart without attention keys")
     if family == "sdxl":
-        if depth2:
-            n = max(depth2) + 1
+        # SSD-1B: 4 transformer blocks in down_blocks.2 (SDXL: 10) and no mid attention. An adapter that
+        # targets only a few modules cannot show this; it is taken as SDXL and the reason says so.
+        n = max(depth2) + 1 if depth2 else 0
+        if n:
             reasons.append(f"{n} transformer blocks per attention in down_blocks.2")
-            if n <= 4:
-                family = "ssd1b"
-        elif mid_res and not mid_attn and any_attn:
-            reasons.append("mid block has resnets but no attention")
+        if mid_attn:
+            reasons.append("mid block has attention")
+        elif 2 <= n <= 4 or (mid_res and any_attn and not n):
             family = "ssd1b"
+            if mid_res:
+                reasons.append("mid block has resnets but no attention")
+        elif n < 5:
+            reasons.append("SDXL assumed: too few modules to tell SDXL from SSD-1B")
     if not unet:
         family = _arch_from_text_encoders(parsed, shapes, reasons)
     return ArchGuess(family, reasons)
