@@ -178,7 +178,7 @@ def main() -> None:
     our_t = statistics.median(r["step_s_median"] for r in results["ours"])
     ref_m = statistics.median(r["peak_mib"] for r in results["reference"])
     our_m = statistics.median(r["peak_mib"] for r in results["ours"])
-    print(f"\n| workload | batch | latent | reference s/step | ours s/step | throughput x | reference peak MiB | ours peak MiB | memory ratio |")
+    print("\n| workload | batch | latent | reference s/step | ours s/step | throughput x | reference peak MiB | ours peak MiB | memory ratio |")
     print("|---|---|---|---|---|---|---|---|---|")
     print(f"| {args.workload} | {args.batch} | {args.latent}x{args.latent} | {ref_t:.3f} | {our_t:.3f} | {ref_t / our_t:.2f} | "
           f"{ref_m:.0f} | {our_m:.0f} | {our_m / ref_m:.2f} |")

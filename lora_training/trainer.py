@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -267,6 +268,10 @@ class Trainer:
             bar.set_postfix(loss=f"{step_loss:.4g}", lr=f"{self.lr_scheduler.get_last_lr()[0]:.2e}")
             if self.step % cfg.log_every == 0:
                 logger.info("step %d loss %.5g", self.step, step_loss)
+                if acc.is_main_process:
+                    with open(self.out / "train_log.jsonl", "a", encoding="utf-8") as log:
+                        log.write(json.dumps({"step": self.step, "loss": step_loss, "lr": self.lr_scheduler.get_last_lr()[0],
+                                              "time": time.time()}) + "\n")  # fmt: skip
             if self.step % cfg.checkpointing_steps == 0 or self.step == cfg.max_train_steps:
                 self.save_checkpoint()
             if cfg.validation_steps and self.step % cfg.validation_steps == 0 and acc.is_main_process:
