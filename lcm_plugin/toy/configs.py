@@ -19,17 +19,17 @@ class TeacherConfig:
         kl_weight: weight of the VAE's KL term.
         snr_gamma: min-SNR loss weighting gamma (Hang et al. 2023); 0 disables it.
         seed: seed of every generator used in training.
-        threads: torch CPU threads.
+        threads: torch CPU threads (1 is fastest on a busy shared CPU: 2 threads stall on each other).
         vae_max_minutes / max_minutes: caps on the wall time of the VAE / UNet phase (stop early and log the
             step reached; CPU speed varies on shared machines); 0 = no cap.
         save_every: save the pipeline every this many UNet steps (so a killed run still leaves a model).
     """
 
     n_train: int = 30000
-    vae_steps: int = 500
-    vae_batch: int = 64
-    vae_lr: float = 1e-3
-    unet_steps: int = 2500
+    vae_steps: int = 1500
+    vae_batch: int = 32
+    vae_lr: float = 3e-3
+    unet_steps: int = 6000
     unet_batch: int = 64
     unet_lr: float = 5e-4
     warmup: int = 100
@@ -38,7 +38,7 @@ class TeacherConfig:
     kl_weight: float = 1e-6
     snr_gamma: float = 5.0
     seed: int = 0
-    threads: int = 2
+    threads: int = 1
     vae_max_minutes: float = 0.0
     max_minutes: float = 0.0
     save_every: int = 250

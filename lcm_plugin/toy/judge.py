@@ -51,6 +51,9 @@ class Judge(nn.Module):
         # Flatten (not global pooling) keeps where things are, which the position/relation heads need.
         self.proj = nn.Linear(4 * width * 16, FEATURE_DIM)
         self.heads = nn.ModuleDict({name: nn.Linear(FEATURE_DIM, n) for name, n in HEADS.items()})
+        # Divides the features for FD/KID so they have unit std on real images (KID's cubic kernel needs
+        # O(1) features); set by calibration after training and stored in the file's metadata.
+        self.feature_scale = 1.0
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Penultimate features (N, 128) of images (N, 3, 32, 32) in [0, 1] (float) or [0, 255] (uint8)."""
@@ -74,7 +77,7 @@ class JudgeFeatures(nn.Module):
         self.num_features = FEATURE_DIM
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.judge.features(images).double()
+        return (self.judge.features(images) / self.judge.feature_scale).double()
 
 
 def save_judge(judge: Judge, path: str | os.PathLike, extra: dict | None = None) -> None:
@@ -83,7 +86,8 @@ def save_judge(judge: Judge, path: str | os.PathLike, extra: dict | None = None)
 
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"format": FORMAT_VERSION, "heads": json.dumps(HEADS), **{k: json.dumps(v) for k, v in (extra or {}).items()}}
+    meta = {"format": FORMAT_VERSION, "heads": json.dumps(HEADS), "feature_scale": json.dumps(judge.feature_scale),
+            **{k: json.dumps(v) for k, v in (extra or {}).items()}}
     tmp = out.with_name(out.name + ".tmp")
     save_file({k: v.contiguous() for k, v in judge.state_dict().items()}, str(tmp), metadata=meta)
     os.replace(tmp, out)
@@ -107,6 +111,7 @@ def load_judge(path: str | os.PathLike) -> Judge:
         raise ValueError(f"{p} was written for another judge format; retrain it with `lcm-plugin toy train-judge`")
     judge = Judge()
     judge.load_state_dict(state)
+    judge.feature_scale = float(json.loads(meta.get("feature_scale", "1.0")))
     return judge.eval()
 
 

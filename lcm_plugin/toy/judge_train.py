@@ -37,6 +37,15 @@ def validate(judge: Judge, count: int = VALID_COUNT) -> dict[str, dict[str, floa
     return out
 
 
+@torch.no_grad()
+def calibrate_feature_scale(judge: Judge, count: int = 2000) -> float:
+    """Set ``judge.feature_scale`` to the std of its features on real ``val`` images; returns it."""
+    images, _, _ = real_images("val", count)
+    judge.feature_scale = 1.0
+    judge.feature_scale = float(torch.cat([judge.features(images[i : i + 500]) for i in range(0, count, 500)]).std())
+    return judge.feature_scale
+
+
 def train_judge(out_path: str | os.PathLike, cfg: JudgeTrainConfig) -> Path:
     """Train the judge on ``train`` plus far-away ``heldout`` indices, validate, and save it."""
     torch.set_num_threads(cfg.threads)
@@ -68,6 +77,7 @@ def train_judge(out_path: str | os.PathLike, cfg: JudgeTrainConfig) -> Path:
         if step % 100 == 0:
             logger.info("judge step %d loss %.4f", step, loss.item())
     judge.eval()
+    logger.info("feature scale %.4f", calibrate_feature_scale(judge))
     report = validate(judge)
     for split, acc in report.items():
         logger.info("judge on real %s images: %s", split, {k: round(v, 4) for k, v in acc.items()})

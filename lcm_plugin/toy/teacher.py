@@ -9,6 +9,7 @@ an EMA of the weights; 4) save a standard ``StableDiffusionPipeline`` folder (fp
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import time
@@ -32,11 +33,13 @@ def to_model_range(images_uint8: np.ndarray) -> torch.Tensor:
 
 
 def train_vae(vae, images: torch.Tensor, cfg: TeacherConfig, generator: torch.Generator):
-    """Train the autoencoder in place (MSE reconstruction + small KL) and return it."""
+    """Train the autoencoder in place (MSE reconstruction + small KL, cosine learning rate) and return it."""
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     vae.train()
     start = time.time()
     for step in tqdm(range(cfg.vae_steps), desc="vae", mininterval=10):
+        for g in opt.param_groups:  # cosine decay: the short CPU budget needs a well-converged end point
+            g["lr"] = cfg.vae_lr * 0.5 * (1.0 + math.cos(math.pi * step / max(cfg.vae_steps, 1)))
         idx = torch.randint(0, len(images), (cfg.vae_batch,), generator=generator)
         x = images[idx]
         post = vae.encode(x).latent_dist

@@ -32,7 +32,7 @@ def teacher_pipe(teacher_path):
 
     from lcm_plugin.toy.models import load_pipeline
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     return load_pipeline(teacher_path)
 
 

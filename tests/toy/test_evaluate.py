@@ -1,0 +1,52 @@
+"""The evaluation harness on a tiny setting (teacher rows and an LCM-LoRA row), the report and the CLI."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lcm_plugin.toy.evaluate import EvalConfig, Sampler, evaluate_samplers, lcm_sampler, standard_samplers
+from lcm_plugin.toy.report import markdown_table, metrics_chart
+
+
+def test_harness_runs_teacher_and_lcm_rows(teacher_pipe, judge, random_lora, tmp_path):
+    before = teacher_pipe.scheduler
+    samplers = [standard_samplers(7.5, (1, 2))[0], lcm_sampler(str(random_lora), (1,))]
+    rows = evaluate_samplers(teacher_pipe, samplers, judge, EvalConfig(n_samples=8, batch=8, kid_subset=4), keep_samples=2)
+    assert [(r.sampler, r.steps) for r in rows] == [("real (val vs test)", 0), ("DDIM", 1), ("DDIM", 2), ("LCM-LoRA", 1)]
+    for r in rows:
+        assert math.isfinite(r.fd) and math.isfinite(r.kid) and 0.0 <= r.adherence["all"] <= 1.0
+    assert rows[1].unet_evals == 2 and rows[3].unet_evals == 1
+    assert rows[1].samples.shape == (2, 3, 32, 32)
+    # The pipeline is handed back unchanged: same scheduler, no LoRA left behind.
+    assert teacher_pipe.scheduler is before
+    assert not any("lora" in n for n, _ in teacher_pipe.unet.named_parameters())
+    table = markdown_table(rows)
+    assert "| DDIM | 2 | 7.5 | 4 |" in table and "adherence all" in table
+    assert metrics_chart(rows, tmp_path / "chart.png").stat().st_size > 1000
+
+
+def test_same_seed_same_images(teacher_pipe):
+    from lcm_plugin.toy.evaluate import generate
+
+    a = generate(teacher_pipe, ["a red circle in the center on a black background"] * 2, 1, 1.0, seed=3, batch=1)
+    b = generate(teacher_pipe, ["a red circle in the center on a black background"] * 2, 1, 1.0, seed=3, batch=2)
+    assert torch.allclose(a, b, atol=1e-5) and not torch.allclose(a[0], a[1])
+
+
+def test_bad_sampler_settings_are_rejected():
+    with pytest.raises(ValueError, match="steps of sampler 'x' must be"):
+        Sampler("x", lambda c: c, 1.0, ())
+    with pytest.raises(ValueError, match="guidance_scale of sampler 'x'"):
+        Sampler("x", lambda c: c, -1.0, (1,))
+
+
+def test_cli_errors_are_clear(capsys):
+    from lcm_plugin.cli import main
+
+    assert main(["toy", "evaluate", "--samplers", "plms"]) == 1
+    assert "unknown sampler(s) ['plms']" in capsys.readouterr().err
+    assert main(["toy", "evaluate", "--steps", "1,two"]) == 1
+    assert "steps must be comma-separated integers" in capsys.readouterr().err
