@@ -150,15 +150,16 @@ def lcm_loss(obj: Objective, *, student: ModelFn, teacher: ModelFn | None, targe
     w_emb = None
     if obj.w_embedding_dim is not None:
         w_emb = guidance_scale_embedding(d.w, obj.w_embedding_dim).to(latents.device, latents.dtype)
-    # Teacher (or the data itself, LCF) first: disabling LoRA adapters toggles requires_grad, which must not
-    # happen between the student's forward and backward.
+    # Order: teacher (or the data itself, LCF), then the no-grad target, then the student. Disabling LoRA adapters
+    # toggles requires_grad, which must not happen between the student's forward and backward, and running the
+    # target before the student keeps its transient activations off the peak (the student's stored graph).
     if obj.with_teacher:
         if teacher is None or uncond is None:
             raise ValueError("distillation needs a teacher and the unconditional embedding; use LCF without them.")
         z_prev = teacher_solve(obj, teacher, noisy, d, cond, uncond)
     else:
         z_prev = ddim_step(latents, d.noise, _abar(obj, d.t_end, latents))  # same x0, same eps
-    prediction = consistency_fn(obj, student, noisy, d.t_start, cond, w_emb)
     with torch.no_grad():
         target_value = consistency_fn(obj, target, z_prev, d.t_end, cond, w_emb)
+    prediction = consistency_fn(obj, student, noisy, d.t_start, cond, w_emb)
     return consistency_loss(prediction, target_value, loss_type=obj.loss_type, huber_c=obj.huber_c)
