@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import tempfile
@@ -70,7 +71,21 @@ def export_final(trainer) -> dict[str, Path]:
     """diffusers LoRA + kohya LoRA for LoRA students; an LCM pipeline folder for full students.
 
     With an EMA target the trainer calls this with the EMA weights swapped in (the EMA is the final model).
+    Every file is written atomically; a full disk raises a RuntimeError that says how to finish the export.
     """
+    try:
+        return _export_final(trainer)
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        raise RuntimeError(
+            f"no space left on the device while exporting to {trainer.cfg.output_dir}; no output was half-written and "
+            f"checkpoint-{trainer.step} is intact. Free disk space and run the same command with --resume-from-checkpoint "
+            "latest: it exports without training further."
+        ) from err
+
+
+def _export_final(trainer) -> dict[str, Path]:
     cfg, models = trainer.cfg, trainer.models
     arch = export.guess_arch(dict(models.student.config))
     out = Path(cfg.output_dir)

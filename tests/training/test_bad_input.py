@@ -208,3 +208,21 @@ def test_jsonl_caption_index(tmp_path):
     (d / "metadata.jsonl").write_text("{not json\n")
     with pytest.raises(ValueError, match="line 1 is not a JSON object with file_name and text"):
         CaptionFolder(d, resolution=RES)
+
+
+def test_full_disk_on_export_is_clear_and_resume_exports(tmp_path, pipe_dir, data_dir, monkeypatch):
+    import lora_training.export as export_mod
+
+    real = export_mod.save_diffusers_lora
+
+    def full_disk(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(export_mod, "save_diffusers_lora", full_disk)
+    cfg = base_config(tmp_path, pipe_dir, data_dir, max_train_steps=1)
+    with pytest.raises(RuntimeError, match="no space left on the device while exporting.*checkpoint-1 is intact"):
+        Trainer(cfg).train()
+    assert not (tmp_path / "out" / "pytorch_lora_weights.safetensors").exists()
+    monkeypatch.setattr(export_mod, "save_diffusers_lora", real)
+    result = Trainer(base_config(tmp_path, pipe_dir, data_dir, max_train_steps=1, resume_from_checkpoint="latest")).train()
+    assert result.outputs["diffusers_lora"].is_file() and result.losses == []
