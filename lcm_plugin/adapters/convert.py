@@ -73,8 +73,11 @@ class LoraAdapter:
     source_format: str = "unknown"
 
 
-def adapter_from_state_dict(state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None,
-                            parsed: ParsedKeys | None = None) -> LoraAdapter:
+def adapter_from_state_dict(
+    state_dict: dict[str, torch.Tensor],
+    metadata: dict[str, str] | None = None,
+    parsed: ParsedKeys | None = None,
+) -> LoraAdapter:
     """Build a :class:`LoraAdapter` from any recognised LoRA state dict (see :mod:`formats`).
 
     Raises:
@@ -83,11 +86,15 @@ def adapter_from_state_dict(state_dict: dict[str, torch.Tensor], metadata: dict[
     metadata = dict(metadata or {})
     parsed = parsed or parse_keys(list(state_dict))
     if parsed.unsupported:
-        raise ValueError(f"{len(parsed.unsupported)} keys belong to LyCORIS/DoRA adapters, which are not converted "
-                         f"(first: {parsed.unsupported[0]}); use a plain LoRA")
+        raise ValueError(
+            f"{len(parsed.unsupported)} keys belong to LyCORIS/DoRA adapters, which are not converted "
+            f"(first: {parsed.unsupported[0]}); use a plain LoRA"
+        )
     if parsed.unknown:
-        raise ValueError(f"{len(parsed.unknown)} keys are not LoRA weights of a known module (first: "
-                         f"{parsed.unknown[0]}); refusing to convert rather than drop them")
+        raise ValueError(
+            f"{len(parsed.unknown)} keys are not LoRA weights of a known module (first: "
+            f"{parsed.unknown[0]}); refusing to convert rather than drop them"
+        )
     cfg = diffusers_alpha_metadata(metadata)
     alpha_dtype = getattr(torch, metadata.get(ALPHA_DTYPE_KEY, "float32"), torch.float32)
     modules: dict[str, LoraModule] = {}
@@ -110,7 +117,7 @@ def load_adapter(path: str | os.PathLike) -> LoraAdapter:
 def _effective_spec(adapter: LoraAdapter, arch: str) -> ArchSpec:
     """The arch spec, widened by what the adapter itself shows (attention in an up block or the mid block)."""
     spec = ARCHS[arch]
-    paths = [n[len("unet."):] for n in adapter.modules if n.startswith("unet.")]
+    paths = [n[len("unet.") :] for n in adapter.modules if n.startswith("unet.")]
     up_attn = set(spec.up_blocks_with_attention)
     up_attn.update(int(p.split(".")[1]) for p in paths if p.startswith("up_blocks.") and ".attentions." in p)
     mid = spec.mid_attention or any(p.startswith("mid_block.attentions.") for p in paths)
@@ -131,7 +138,9 @@ def resolve_layout(arch: str, layout: str = "auto") -> str:
     return "ldm" if arch == "sdxl" else "diffusers"
 
 
-def to_kohya_state_dict(adapter: LoraAdapter, arch: str, layout: str = "auto") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def to_kohya_state_dict(
+    adapter: LoraAdapter, arch: str, layout: str = "auto"
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """kohya tensors (``lora_unet_…``/``lora_te…``, ``lora_down``/``lora_up``/``alpha``) and metadata."""
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
@@ -148,15 +157,25 @@ def to_kohya_state_dict(adapter: LoraAdapter, arch: str, layout: str = "auto") -
         else:
             key = te_prefix[comp] + flatten(path)
         if f"{key}.lora_down.weight" in out:
-            raise ValueError(f"two modules map to the same kohya name {key}; the adapter has duplicate modules")
+            raise ValueError(
+                f"two modules map to the same kohya name {key}; the adapter has duplicate modules"
+            )
         alpha = mod.alpha if mod.alpha is not None else torch.tensor(float(mod.rank))
         alpha_dtypes[str(alpha.dtype)] += 1
         out[f"{key}.lora_down.weight"] = mod.down
         out[f"{key}.lora_up.weight"] = mod.up
         out[f"{key}.alpha"] = alpha
-    meta = {k: v for k, v in adapter.metadata.items() if k not in (LORA_ADAPTER_METADATA_KEY, ALPHA_DTYPE_KEY)}
-    meta.update({"ss_base_model_version": _SS_BASE[arch], "ss_network_module": "networks.lora",
-                 "lcm_plugin.base_arch": arch, "lcm_plugin.kohya_layout": layout})
+    meta = {
+        k: v for k, v in adapter.metadata.items() if k not in (LORA_ADAPTER_METADATA_KEY, ALPHA_DTYPE_KEY)
+    }
+    meta.update(
+        {
+            "ss_base_model_version": _SS_BASE[arch],
+            "ss_network_module": "networks.lora",
+            "lcm_plugin.base_arch": arch,
+            "lcm_plugin.kohya_layout": layout,
+        }
+    )
     return out, meta
 
 
@@ -177,8 +196,12 @@ def to_diffusers_state_dict(adapter: LoraAdapter) -> tuple[dict[str, torch.Tenso
         config[f"{comp}.lora_alpha"] = _num(a)
         config[f"{comp}.target_modules"] = sorted(mods)
         config[f"{comp}.rank_pattern"] = {p: m.rank for p, m in sorted(mods.items()) if m.rank != r}
-        config[f"{comp}.alpha_pattern"] = {p: _num(m.alpha_value) for p, m in sorted(mods.items()) if m.alpha_value != a}
-    dtypes = Counter(str(m.alpha.dtype).replace("torch.", "") for m in adapter.modules.values() if m.alpha is not None)
+        config[f"{comp}.alpha_pattern"] = {
+            p: _num(m.alpha_value) for p, m in sorted(mods.items()) if m.alpha_value != a
+        }
+    dtypes = Counter(
+        str(m.alpha.dtype).replace("torch.", "") for m in adapter.modules.values() if m.alpha is not None
+    )
     meta = {k: v for k, v in adapter.metadata.items() if not k.startswith(("ss_", "modelspec."))}
     meta.update({"format": "pt", LORA_ADAPTER_METADATA_KEY: json.dumps(config, sort_keys=True)})
     if dtypes:
@@ -190,9 +213,16 @@ def _num(x: float) -> int | float:
     return int(x) if float(x).is_integer() else float(x)
 
 
-def save_kohya_lora(state_dict: dict[str, torch.Tensor], path: str | os.PathLike, *, arch: str,
-                    lora_alpha: float | None = None, alpha_pattern: dict[str, float] | None = None,
-                    layout: str = "auto", metadata: dict[str, str] | None = None) -> Path:
+def save_kohya_lora(
+    state_dict: dict[str, torch.Tensor],
+    path: str | os.PathLike,
+    *,
+    arch: str,
+    lora_alpha: float | None = None,
+    alpha_pattern: dict[str, float] | None = None,
+    layout: str = "auto",
+    metadata: dict[str, str] | None = None,
+) -> Path:
     """Write a LoRA state dict (peft ``get_peft_model_state_dict(unet)``, diffusers or kohya keys) as kohya.
 
     ``lora_alpha``/``alpha_pattern`` are the peft LoraConfig values; without them alphas stored in the state
@@ -202,7 +232,9 @@ def save_kohya_lora(state_dict: dict[str, torch.Tensor], path: str | os.PathLike
     if lora_alpha is not None or alpha_pattern:
         cfg = {"lora_alpha": lora_alpha, "alpha_pattern": alpha_pattern or {}}
         for name, mod in adapter.modules.items():
-            value = alpha_from_config({k: v for k, v in cfg.items() if v is not None}, name.split(".", 1)[1], mod.rank)
+            value = alpha_from_config(
+                {k: v for k, v in cfg.items() if v is not None}, name.split(".", 1)[1], mod.rank
+            )
             mod.alpha = torch.tensor(float(value))
     tensors, meta = to_kohya_state_dict(adapter, arch, layout)
     return save_atomic(tensors, path, meta)
@@ -220,8 +252,15 @@ class ConvertResult:
     modules: int
 
 
-def convert_file(src: str | os.PathLike, dst: str | os.PathLike, *, to: str = "kohya", layout: str = "auto",
-                 arch: str | None = None, dtype: str | None = None) -> ConvertResult:
+def convert_file(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    *,
+    to: str = "kohya",
+    layout: str = "auto",
+    arch: str | None = None,
+    dtype: str | None = None,
+) -> ConvertResult:
     """Convert ``src`` to ``to`` (``kohya`` or ``diffusers``) and write ``dst`` atomically.
 
     ``arch`` (an ``ARCHS`` key) is checked against the detected base architecture from the header alone,

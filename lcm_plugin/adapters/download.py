@@ -13,7 +13,6 @@ import http.client
 import logging
 import os
 import shutil
-import socket
 import tempfile
 import urllib.error
 import urllib.parse
@@ -60,11 +59,21 @@ def sha256_file(path: str | os.PathLike) -> str:
 def _progress(total: int | None, initial: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
-                disable=not enabled, leave=False)
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=desc,
+        disable=not enabled,
+        leave=False,
+    )
 
 
-def _fetch_once(url: str, part: Path, *, size: int | None, timeout: float, headers: dict[str, str], progress: bool) -> None:
+def _fetch_once(
+    url: str, part: Path, *, size: int | None, timeout: float, headers: dict[str, str], progress: bool
+) -> None:
     """One GET into ``part``, resuming from its current length with an HTTP Range request."""
     have = part.stat().st_size if part.exists() else 0
     if size is not None and have > size:
@@ -84,7 +93,9 @@ def _fetch_once(url: str, part: Path, *, size: int | None, timeout: float, heade
         if err.code == 404:
             raise FileNotFoundError(f"{url} does not exist (HTTP 404)") from err
         if err.code in (401, 403):
-            raise RuntimeError(f"{url} needs authorisation (HTTP {err.code}); set HF_TOKEN for gated Hub files") from err
+            raise RuntimeError(
+                f"{url} needs authorisation (HTTP {err.code}); set HF_TOKEN for gated Hub files"
+            ) from err
         raise RuntimeError(f"download of {url} failed: HTTP {err.code} {err.reason}") from err
     with resp:
         mode = "ab"
@@ -94,11 +105,16 @@ def _fetch_once(url: str, part: Path, *, size: int | None, timeout: float, heade
         elif resp.status == 206:
             start = (resp.headers.get("Content-Range") or "").removeprefix("bytes ").split("-")[0]
             if start.strip() != str(have):
-                raise RuntimeError(f"server resumed {url} at {start!r}, expected byte {have}; delete {part} and retry")
+                raise RuntimeError(
+                    f"server resumed {url} at {start!r}, expected byte {have}; delete {part} and retry"
+                )
         length = resp.headers.get("Content-Length")
         expected = int(length) if length is not None else None
         got = 0
-        with part.open(mode) as fh, _progress(have + expected if expected else size, have, part.name.strip("."), progress) as bar:
+        with (
+            part.open(mode) as fh,
+            _progress(have + expected if expected else size, have, part.name.strip("."), progress) as bar,
+        ):
             while True:
                 chunk = resp.read(CHUNK)
                 if not chunk:
@@ -110,9 +126,18 @@ def _fetch_once(url: str, part: Path, *, size: int | None, timeout: float, heade
             raise ConnectionError(f"connection closed after {have + got} of {have + expected} bytes")
 
 
-def download_url(url: str, dest: str | os.PathLike, *, sha256: str | None = None, size: int | None = None,
-                 retries: int = 3, timeout: float = 30.0, progress: bool = True, expect_arch: str | None = None,
-                 headers: dict[str, str] | None = None) -> DownloadResult:
+def download_url(
+    url: str,
+    dest: str | os.PathLike,
+    *,
+    sha256: str | None = None,
+    size: int | None = None,
+    retries: int = 3,
+    timeout: float = 30.0,
+    progress: bool = True,
+    expect_arch: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> DownloadResult:
     """Download ``url`` to ``dest`` with resume, checks and atomic placement.
 
     The partial file ``.<name>.part`` next to ``dest`` survives interruptions, so a second call resumes it.
@@ -138,18 +163,32 @@ def download_url(url: str, dest: str | os.PathLike, *, sha256: str | None = None
             _fetch_once(url, part, size=size, timeout=timeout, headers=headers, progress=progress)
             last = None
             break
-        except (ConnectionError, http.client.HTTPException, socket.timeout, TimeoutError, urllib.error.URLError) as err:
+        except (ConnectionError, http.client.HTTPException, TimeoutError, urllib.error.URLError) as err:
             last = err
-            logger.warning("download interrupted (%s); resuming (attempt %d of %d)", err, attempt + 1, retries)
+            logger.warning(
+                "download interrupted (%s); resuming (attempt %d of %d)", err, attempt + 1, retries
+            )
     if last is not None:
         have = part.stat().st_size if part.exists() else 0
-        raise RuntimeError(f"download of {url} failed after {retries} resumptions ({last}); {have} bytes kept in "
-                           f"{part}: run the same command again to resume")
-    return _verify_and_place(part, dest, sha256=sha256, size=size, expect_arch=expect_arch, source=url, remove_src=True)
+        raise RuntimeError(
+            f"download of {url} failed after {retries} resumptions ({last}); {have} bytes kept in "
+            f"{part}: run the same command again to resume"
+        )
+    return _verify_and_place(
+        part, dest, sha256=sha256, size=size, expect_arch=expect_arch, source=url, remove_src=True
+    )
 
 
-def _verify_and_place(src: Path, dest: Path, *, sha256: str | None, size: int | None, expect_arch: str | None,
-                      source: str, remove_src: bool) -> DownloadResult:
+def _verify_and_place(
+    src: Path,
+    dest: Path,
+    *,
+    sha256: str | None,
+    size: int | None,
+    expect_arch: str | None,
+    source: str,
+    remove_src: bool,
+) -> DownloadResult:
     """Check ``src`` and move (or copy) it onto ``dest`` atomically; on failure leave nothing at ``dest``."""
     tmp = src
     if not remove_src:  # copy (e.g. out of the hub cache) into a temp file in the target folder first
@@ -161,12 +200,16 @@ def _verify_and_place(src: Path, dest: Path, *, sha256: str | None, size: int | 
             shutil.copyfile(src, tmp)
         actual_size = tmp.stat().st_size
         if size is not None and actual_size != size:
-            raise ValueError(f"{source}: size {actual_size} bytes, expected {size}; the download is incomplete or "
-                             "changed upstream; run again to re-download")
+            raise ValueError(
+                f"{source}: size {actual_size} bytes, expected {size}; the download is incomplete or "
+                "changed upstream; run again to re-download"
+            )
         digest = sha256_file(tmp)
         if sha256 is not None and digest != sha256.lower():
-            raise ValueError(f"{source}: sha256 {digest} does not match the expected {sha256}; the file is corrupt "
-                             "or changed upstream and was not installed; run again to re-download")
+            raise ValueError(
+                f"{source}: sha256 {digest} does not match the expected {sha256}; the file is corrupt "
+                "or changed upstream and was not installed; run again to re-download"
+            )
         if expect_arch is not None:
             check_file_arch(tmp, expect_arch)
         os.replace(tmp, dest)
@@ -201,21 +244,37 @@ def download_from_hub(repo_id: str, filename: str, *, revision: str = "main") ->
     try:
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import (
-            EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError,
+            EntryNotFoundError,
+            GatedRepoError,
+            LocalEntryNotFoundError,
+            RepositoryNotFoundError,
         )
     except ImportError as err:
-        raise RuntimeError("huggingface_hub is not installed; `pip install lcm-plugin[hub]` or use --no-hub") from err
+        raise RuntimeError(
+            "huggingface_hub is not installed; `pip install lcm-plugin[hub]` or use --no-hub"
+        ) from err
     offline = _env_true("HF_HUB_OFFLINE")
     cache_dir = os.environ.get("HF_HUB_CACHE") or None
     what = f"{repo_id}/{filename} (revision {revision})"
     try:
-        return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=offline,
-                                    endpoint=hub_endpoint(), token=os.environ.get("HF_TOKEN") or None))
+        return Path(
+            hf_hub_download(
+                repo_id,
+                filename,
+                revision=revision,
+                cache_dir=cache_dir,
+                local_files_only=offline,
+                endpoint=hub_endpoint(),
+                token=os.environ.get("HF_TOKEN") or None,
+            )
+        )
     except LocalEntryNotFoundError as err:  # first: it subclasses EntryNotFoundError
         if offline:
-            raise FileNotFoundError(f"offline (HF_HUB_OFFLINE=1) and {what} is not in the Hugging Face cache "
-                                    f"{cache_dir or '(default ~/.cache/huggingface/hub)'}; download it once "
-                                    "online or unset HF_HUB_OFFLINE") from err
+            raise FileNotFoundError(
+                f"offline (HF_HUB_OFFLINE=1) and {what} is not in the Hugging Face cache "
+                f"{cache_dir or '(default ~/.cache/huggingface/hub)'}; download it once "
+                "online or unset HF_HUB_OFFLINE"
+            ) from err
         raise RuntimeError(f"could not download {what} from {hub_endpoint()}: {err}") from err
     except GatedRepoError as err:
         raise RuntimeError(f"{what} is gated; accept its licence on the Hub and set HF_TOKEN") from err
@@ -223,9 +282,17 @@ def download_from_hub(repo_id: str, filename: str, *, revision: str = "main") ->
         raise FileNotFoundError(f"{what} does not exist on {hub_endpoint()}") from err
 
 
-def download_adapter(spec: str, target_dir: str | os.PathLike, *, name: str | None = None,
-                     expect_arch: str | None = None, sha256: str | None = None, use_hub: bool = True,
-                     progress: bool = True, retries: int = 3) -> DownloadResult:
+def download_adapter(
+    spec: str,
+    target_dir: str | os.PathLike,
+    *,
+    name: str | None = None,
+    expect_arch: str | None = None,
+    sha256: str | None = None,
+    use_hub: bool = True,
+    progress: bool = True,
+    retries: int = 3,
+) -> DownloadResult:
     """Install a registry adapter (by name) or an https URL into ``target_dir`` (e.g. ComfyUI models/loras).
 
     ``expect_arch`` is compared with the registry entry before any byte is fetched, and with the file's own
@@ -235,24 +302,42 @@ def download_adapter(spec: str, target_dir: str | os.PathLike, *, name: str | No
     target.mkdir(parents=True, exist_ok=True)
     if spec.startswith(("http://", "https://")):
         fname = name or Path(urllib.parse.urlparse(spec).path).name or "adapter.safetensors"
-        return download_url(spec, target / fname, sha256=sha256, retries=retries, progress=progress,
-                            expect_arch=expect_arch)
+        return download_url(
+            spec, target / fname, sha256=sha256, retries=retries, progress=progress, expect_arch=expect_arch
+        )
     entry: KnownAdapter = find(spec)
     if expect_arch is not None and entry.arch != expect_arch:
-        raise ValueError(f"{entry.name} is for {entry.arch}, not {expect_arch}; pick an adapter for {expect_arch} "
-                         "(see `lcm-plugin adapters list`)")
+        raise ValueError(
+            f"{entry.name} is for {entry.arch}, not {expect_arch}; pick an adapter for {expect_arch} "
+            "(see `lcm-plugin adapters list`)"
+        )
     dest = target / (name or f"{entry.name}.safetensors")
     digest = sha256 or entry.sha256
     file_arch = expect_arch if entry.kind == "lora" else None
     if entry.repo_id is None:
         if entry.local_path is None:
             raise FileNotFoundError(f"{entry.name}: {entry.notes} Build it with the toy commands first.")
-        return _verify_and_place(entry.local_path, dest, sha256=digest, size=entry.size, expect_arch=None,
-                                 source=str(entry.local_path), remove_src=False)
+        return _verify_and_place(
+            entry.local_path,
+            dest,
+            sha256=digest,
+            size=entry.size,
+            expect_arch=None,
+            source=str(entry.local_path),
+            remove_src=False,
+        )
     if use_hub:
         cached = download_from_hub(entry.repo_id, entry.filename, revision=entry.revision)
-        return _verify_and_place(cached, dest, sha256=digest, size=entry.size, expect_arch=file_arch,
-                                 source=f"hub:{entry.repo_id}/{entry.filename}", remove_src=False)
+        return _verify_and_place(
+            cached,
+            dest,
+            sha256=digest,
+            size=entry.size,
+            expect_arch=file_arch,
+            source=f"hub:{entry.repo_id}/{entry.filename}",
+            remove_src=False,
+        )
     url = f"{hub_endpoint()}/{entry.repo_id}/resolve/{entry.revision}/{entry.filename}"
-    return download_url(url, dest, sha256=digest, size=entry.size, retries=retries, progress=progress,
-                        expect_arch=file_arch)
+    return download_url(
+        url, dest, sha256=digest, size=entry.size, retries=retries, progress=progress, expect_arch=file_arch
+    )

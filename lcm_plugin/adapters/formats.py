@@ -38,9 +38,25 @@ _SUFFIXES = (
     (".alpha", "alpha", None),
 )
 # Keys of adapter types we do not convert (LyCORIS LoHa/LoKr, DoRA, LoCon mid weights).
-_UNSUPPORTED_MARKERS = (".hada_", ".lokr_", ".dora_scale", ".lora_mid.", ".lora_magnitude_vector", ".oft_", ".w_norm")
-_DIFFUSERS_UNET_ROOTS = ("down_blocks.", "mid_block.", "up_blocks.", "conv_in", "conv_out", "time_embedding.",
-                         "add_embedding.", "conv_norm_out")
+_UNSUPPORTED_MARKERS = (
+    ".hada_",
+    ".lokr_",
+    ".dora_scale",
+    ".lora_mid.",
+    ".lora_magnitude_vector",
+    ".oft_",
+    ".w_norm",
+)
+_DIFFUSERS_UNET_ROOTS = (
+    "down_blocks.",
+    "mid_block.",
+    "up_blocks.",
+    "conv_in",
+    "conv_out",
+    "time_embedding.",
+    "add_embedding.",
+    "conv_norm_out",
+)
 _OLD_TE_NAMES = {"to_q": "q_proj", "to_k": "k_proj", "to_v": "v_proj", "to_out": "out_proj"}
 
 
@@ -66,19 +82,23 @@ class ParsedKeys:
 
 def _canonical(base: str) -> tuple[str, str | None, str | None] | None:
     """Map a key without its LoRA suffix to (canonical name, scheme hint, unet layout) or None."""
-    for prefix, comp in (("lora_te1_", "text_encoder"), ("lora_te2_", "text_encoder_2"), ("lora_te_", "text_encoder")):
+    for prefix, comp in (
+        ("lora_te1_", "text_encoder"),
+        ("lora_te2_", "text_encoder_2"),
+        ("lora_te_", "text_encoder"),
+    ):
         if base.startswith(prefix):
-            return f"{comp}.{unflatten(base[len(prefix):])}", "kohya", None
+            return f"{comp}.{unflatten(base[len(prefix) :])}", "kohya", None
     if base.startswith("lora_unet_"):
-        path = unflatten(base[len("lora_unet_"):])
+        path = unflatten(base[len("lora_unet_") :])
         if is_ldm_path(path):
             return f"unet.{ldm_to_diffusers(path)}", "kohya", "ldm"
         return f"unet.{path}", "kohya", "diffusers"
     if base.startswith("diffusion_model."):
-        return f"unet.{ldm_to_diffusers(base[len('diffusion_model.'):])}", "comfyui", "ldm"
+        return f"unet.{ldm_to_diffusers(base[len('diffusion_model.') :])}", "comfyui", "ldm"
     hint = None
     if base.startswith("base_model.model."):
-        base, hint = base[len("base_model.model."):], "peft"
+        base, hint = base[len("base_model.model.") :], "peft"
         if base.startswith("text_model."):
             base = f"text_encoder.{base}"
         elif not base.startswith(("unet.", "text_encoder.", "text_encoder_2.")):
@@ -87,7 +107,7 @@ def _canonical(base: str) -> tuple[str, str | None, str | None] | None:
         base, hint = f"unet.{base}", "peft"
     for comp in ("text_encoder_2", "text_encoder", "unet"):
         if base.startswith(comp + "."):
-            path = base[len(comp) + 1:].replace(".processor.", ".")
+            path = base[len(comp) + 1 :].replace(".processor.", ".")
             if comp == "unet":
                 if is_ldm_path(path):
                     return f"unet.{ldm_to_diffusers(path)}", hint, "ldm"
@@ -116,13 +136,11 @@ def parse_keys(keys: list[str] | tuple[str, ...]) -> ParsedKeys:
         if any(m in key for m in _UNSUPPORTED_MARKERS):
             unsupported.append(key)
             continue
-        for suffix, role, scheme in _SUFFIXES:
-            if key.endswith(suffix):
-                base = key[: -len(suffix)]
-                break
-        else:
+        match = next(((key[: -len(sfx)], r, sch) for sfx, r, sch in _SUFFIXES if key.endswith(sfx)), None)
+        if match is None:
             unknown.append(key)
             continue
+        base, role, scheme = match
         try:
             mapped = _canonical(base)
         except ValueError:
@@ -135,7 +153,9 @@ def parse_keys(keys: list[str] | tuple[str, ...]) -> ParsedKeys:
             layouts.add(layout)
         entry = modules.setdefault(name, ModuleKeys())
         if getattr(entry, role) is not None:
-            raise ValueError(f"two keys map to the same LoRA tensor {name}.{role}: {getattr(entry, role)!r} and {key!r}")
+            raise ValueError(
+                f"two keys map to the same LoRA tensor {name}.{role}: {getattr(entry, role)!r} and {key!r}"
+            )
         setattr(entry, role, key)
         if role != "alpha":
             schemes.add(hint or scheme or "kohya")
@@ -147,7 +167,9 @@ def parse_keys(keys: list[str] | tuple[str, ...]) -> ParsedKeys:
         )
     broken = [n for n, m in modules.items() if m.down is None or m.up is None]
     if broken:
-        raise ValueError(f"{len(broken)} LoRA modules lack a down/up pair (first: {broken[0]}); the file is incomplete")
+        raise ValueError(
+            f"{len(broken)} LoRA modules lack a down/up pair (first: {broken[0]}); the file is incomplete"
+        )
     fmt = schemes.pop() if len(schemes) == 1 else "mixed(" + ",".join(sorted(schemes)) + ")"
     layout = layouts.pop() if len(layouts) == 1 else ("mixed" if layouts else None)
     return ParsedKeys(format=fmt, layout=layout, modules=modules, unknown=unknown, unsupported=unsupported)

@@ -66,7 +66,7 @@ class InspectReport:
 
 def detect_arch(parsed: ParsedKeys, shapes: dict[str, tuple[int, ...]]) -> ArchGuess:
     """Guess the base architecture of an adapter from canonical module names and ``down`` tensor shapes."""
-    unet = {n[len("unet."):]: m for n, m in parsed.modules.items() if n.startswith("unet.")}
+    unet = {n[len("unet.") :]: m for n, m in parsed.modules.items() if n.startswith("unet.")}
     reasons: list[str] = []
     ctx = None
     for path, m in unet.items():
@@ -76,8 +76,12 @@ def detect_arch(parsed: ParsedKeys, shapes: dict[str, tuple[int, ...]]) -> ArchG
             break
     down_levels = {int(x) for x in re.findall(r"(?:^|\n)down_blocks\.(\d+)\.", "\n".join(unet))}
     has_add = any(p.startswith("add_embedding.") for p in unet)
-    depth2 = [int(t) for t in re.findall(r"(?:^|\n)down_blocks\.2\.attentions\.\d+\.transformer_blocks\.(\d+)\.",
-                                          "\n".join(unet))]
+    depth2 = [
+        int(t)
+        for t in re.findall(
+            r"(?:^|\n)down_blocks\.2\.attentions\.\d+\.transformer_blocks\.(\d+)\.", "\n".join(unet)
+        )
+    ]
     mid_attn = any(p.startswith("mid_block.attentions.") for p in unet)
     mid_res = any(p.startswith("mid_block.resnets.") for p in unet)
     any_attn = any(".attentions." in p for p in unet)
@@ -118,7 +122,9 @@ def detect_arch(parsed: ParsedKeys, shapes: dict[str, tuple[int, ...]]) -> ArchG
     return ArchGuess(family, reasons)
 
 
-def _arch_from_text_encoders(parsed: ParsedKeys, shapes: dict[str, tuple[int, ...]], reasons: list[str]) -> str | None:
+def _arch_from_text_encoders(
+    parsed: ParsedKeys, shapes: dict[str, tuple[int, ...]], reasons: list[str]
+) -> str | None:
     has_te2 = any(component_of(n) == "text_encoder_2" for n in parsed.modules)
     for name, m in parsed.modules.items():
         if name.endswith("self_attn.q_proj") and m.down in shapes:
@@ -196,11 +202,20 @@ def inspect_file(path: str | os.PathLike) -> InspectReport:
                 n *= d
             params += n
     return InspectReport(
-        path=str(path), file_size=header.file_size, format=parsed.format, layout=parsed.layout, arch=guess,
-        modules=dict(Counter(component_of(n) for n in parsed.modules)), ranks=dict(ranks), alphas=dict(alphas),
-        targets=dict(Counter(target_kind(n) for n in parsed.modules)), parameters=params,
+        path=str(path),
+        file_size=header.file_size,
+        format=parsed.format,
+        layout=parsed.layout,
+        arch=guess,
+        modules=dict(Counter(component_of(n) for n in parsed.modules)),
+        ranks=dict(ranks),
+        alphas=dict(alphas),
+        targets=dict(Counter(target_kind(n) for n in parsed.modules)),
+        parameters=params,
         dtypes=dict(Counter(header.tensors[m.down].dtype for m in parsed.modules.values())),
-        metadata=header.metadata, unknown_keys=parsed.unknown, unsupported_keys=parsed.unsupported,
+        metadata=header.metadata,
+        unknown_keys=parsed.unknown,
+        unsupported_keys=parsed.unsupported,
     )
 
 

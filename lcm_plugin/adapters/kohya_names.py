@@ -31,12 +31,46 @@ LAYERS_PER_BLOCK = 2
 # Multi-word path components, longest first, used to undo kohya's "." -> "_" flattening.
 _COMPOUNDS = sorted(
     {
-        "down_blocks", "up_blocks", "mid_block", "transformer_blocks", "to_q", "to_k", "to_v", "to_out",
-        "proj_in", "proj_out", "time_emb_proj", "conv_shortcut", "conv_in", "conv_out", "conv_norm_out",
-        "time_embedding", "add_embedding", "class_embedding", "linear_1", "linear_2", "input_blocks",
-        "middle_block", "output_blocks", "in_layers", "out_layers", "emb_layers", "skip_connection",
-        "time_embed", "label_emb", "text_model", "self_attn", "q_proj", "k_proj", "v_proj", "out_proj",
-        "final_layer_norm", "layer_norm1", "layer_norm2", "text_projection", "token_embedding",
+        "down_blocks",
+        "up_blocks",
+        "mid_block",
+        "transformer_blocks",
+        "to_q",
+        "to_k",
+        "to_v",
+        "to_out",
+        "proj_in",
+        "proj_out",
+        "time_emb_proj",
+        "conv_shortcut",
+        "conv_in",
+        "conv_out",
+        "conv_norm_out",
+        "time_embedding",
+        "add_embedding",
+        "class_embedding",
+        "linear_1",
+        "linear_2",
+        "input_blocks",
+        "middle_block",
+        "output_blocks",
+        "in_layers",
+        "out_layers",
+        "emb_layers",
+        "skip_connection",
+        "time_embed",
+        "label_emb",
+        "text_model",
+        "self_attn",
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "out_proj",
+        "final_layer_norm",
+        "layer_norm1",
+        "layer_norm2",
+        "text_projection",
+        "token_embedding",
         "position_embedding",
     },
     key=lambda s: -s.count("_"),
@@ -44,14 +78,22 @@ _COMPOUNDS = sorted(
 _MAX_PARTS = max(c.count("_") for c in _COMPOUNDS) + 1
 
 _RESNET_TO_LDM = {
-    "conv1": "in_layers.2", "conv2": "out_layers.3", "time_emb_proj": "emb_layers.1",
-    "conv_shortcut": "skip_connection", "norm1": "in_layers.0", "norm2": "out_layers.0",
+    "conv1": "in_layers.2",
+    "conv2": "out_layers.3",
+    "time_emb_proj": "emb_layers.1",
+    "conv_shortcut": "skip_connection",
+    "norm1": "in_layers.0",
+    "norm2": "out_layers.0",
 }
 _RESNET_FROM_LDM = {v: k for k, v in _RESNET_TO_LDM.items()}
 _TOP_TO_LDM = {
-    "conv_in": "input_blocks.0.0", "conv_out": "out.2", "conv_norm_out": "out.0",
-    "time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
-    "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2",
+    "conv_in": "input_blocks.0.0",
+    "conv_out": "out.2",
+    "conv_norm_out": "out.0",
+    "time_embedding.linear_1": "time_embed.0",
+    "time_embedding.linear_2": "time_embed.2",
+    "add_embedding.linear_1": "label_emb.0.0",
+    "add_embedding.linear_2": "label_emb.0.2",
 }
 _TOP_FROM_LDM = {v: k for k, v in _TOP_TO_LDM.items()}
 _LDM_ROOTS = ("input_blocks.", "middle_block.", "output_blocks.", "out.", "time_embed.", "label_emb.")
@@ -73,8 +115,12 @@ class ArchSpec:
 ARCHS: dict[str, ArchSpec] = {
     "sd15": ArchSpec("sd15", "Stable Diffusion 1.x", 768, 4, (1, 2, 3), True, ("text_encoder",)),
     "sd2": ArchSpec("sd2", "Stable Diffusion 2.x", 1024, 4, (1, 2, 3), True, ("text_encoder",)),
-    "sdxl": ArchSpec("sdxl", "Stable Diffusion XL", 2048, 3, (0, 1), True, ("text_encoder", "text_encoder_2")),
-    "ssd1b": ArchSpec("ssd1b", "SSD-1B (distilled SDXL)", 2048, 3, (0, 1), False, ("text_encoder", "text_encoder_2")),
+    "sdxl": ArchSpec(
+        "sdxl", "Stable Diffusion XL", 2048, 3, (0, 1), True, ("text_encoder", "text_encoder_2")
+    ),
+    "ssd1b": ArchSpec(
+        "ssd1b", "SSD-1B (distilled SDXL)", 2048, 3, (0, 1), False, ("text_encoder", "text_encoder_2")
+    ),
 }
 
 
@@ -114,7 +160,10 @@ def diffusers_to_ldm(path: str, spec: ArchSpec, lpb: int = LAYERS_PER_BLOCK) -> 
     """
     if path in _TOP_TO_LDM:
         return _TOP_TO_LDM[path]
-    m = re.fullmatch(r"(down_blocks|up_blocks)\.(\d+)\.(resnets|attentions|downsamplers|upsamplers)\.(\d+)(?:\.(.+))?", path)
+    m = re.fullmatch(
+        r"(down_blocks|up_blocks)\.(\d+)\.(resnets|attentions|downsamplers|upsamplers)\.(\d+)(?:\.(.+))?",
+        path,
+    )
     if m:
         kind, x, part, i, rest = m.group(1), int(m.group(2)), m.group(3), int(m.group(4)), m.group(5) or ""
         if kind == "down_blocks":

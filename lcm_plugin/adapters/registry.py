@@ -46,36 +46,57 @@ class KnownAdapter:
 
 KNOWN_ADAPTERS: tuple[KnownAdapter, ...] = (
     KnownAdapter(
-        name="lcm-lora-sd15", repo_id="latent-consistency/lcm-lora-sdv1-5", filename="pytorch_lora_weights.safetensors",
-        arch="sd15", kind="lora", size=134621556,
+        name="lcm-lora-sd15",
+        repo_id="latent-consistency/lcm-lora-sdv1-5",
+        filename="pytorch_lora_weights.safetensors",
+        arch="sd15",
+        kind="lora",
+        size=134621556,
         sha256="8f90d840e075ff588a58e22c6586e2ae9a6f7922996ee6649a7f01072333afe4",
         notes="LCM-LoRA for SD1.5 fine-tunes; kohya keys with diffusers module names, 278 modules, rank 64.",
     ),
     KnownAdapter(
-        name="lcm-lora-sdxl", repo_id="latent-consistency/lcm-lora-sdxl", filename="pytorch_lora_weights.safetensors",
-        arch="sdxl", kind="lora", size=393855224,
+        name="lcm-lora-sdxl",
+        repo_id="latent-consistency/lcm-lora-sdxl",
+        filename="pytorch_lora_weights.safetensors",
+        arch="sdxl",
+        kind="lora",
+        size=393855224,
         sha256="a764e6859b6e04047cd761c08ff0cee96413a8e004c9f07707530cd776b19141",
         notes="LCM-LoRA for SDXL base 1.0 fine-tunes; 788 modules.",
     ),
     KnownAdapter(
-        name="lcm-lora-ssd-1b", repo_id="latent-consistency/lcm-lora-ssd-1b", filename="pytorch_lora_weights.safetensors",
-        arch="ssd1b", kind="lora", size=209991222,
+        name="lcm-lora-ssd-1b",
+        repo_id="latent-consistency/lcm-lora-ssd-1b",
+        filename="pytorch_lora_weights.safetensors",
+        arch="ssd1b",
+        kind="lora",
+        size=209991222,
         sha256="7adaaa69db6f011058a19fd1d5315fdf19ef79fcd513cdab30e173833fd5c59b",
         notes="LCM-LoRA for segmind/SSD-1B.",
     ),
     KnownAdapter(
-        name="lcm-dreamshaper-v7", repo_id="SimianLuo/LCM_Dreamshaper_v7", filename="LCM_Dreamshaper_v7_4k.safetensors",
-        arch="sd15", kind="checkpoint",
+        name="lcm-dreamshaper-v7",
+        repo_id="SimianLuo/LCM_Dreamshaper_v7",
+        filename="LCM_Dreamshaper_v7_4k.safetensors",
+        arch="sd15",
+        kind="checkpoint",
         notes="Full LCM (Dreamshaper v7 distilled), single-file checkpoint, about 3.44 GB; reference only.",
     ),
     KnownAdapter(
-        name="lcm-sdxl", repo_id="latent-consistency/lcm-sdxl", filename="diffusion_pytorch_model.fp16.safetensors",
-        arch="sdxl", kind="checkpoint",
+        name="lcm-sdxl",
+        repo_id="latent-consistency/lcm-sdxl",
+        filename="diffusion_pytorch_model.fp16.safetensors",
+        arch="sdxl",
+        kind="checkpoint",
         notes="Full LCM UNet for SDXL (diffusers layout, fp16, about 5.14 GB); reference only.",
     ),
     KnownAdapter(
-        name="lcm-ssd-1b", repo_id="latent-consistency/lcm-ssd-1b", filename="diffusion_pytorch_model.fp16.safetensors",
-        arch="ssd1b", kind="checkpoint",
+        name="lcm-ssd-1b",
+        repo_id="latent-consistency/lcm-ssd-1b",
+        filename="diffusion_pytorch_model.fp16.safetensors",
+        arch="ssd1b",
+        kind="checkpoint",
         notes="Full LCM UNet for SSD-1B (diffusers layout, fp16, about 2.66 GB); reference only.",
     ),
 )
@@ -85,9 +106,15 @@ def toy_adapter() -> KnownAdapter:
     """The toy LCM-LoRA shipped in ``lcm_plugin/toy/assets/lcm_lora`` (``local_path`` None if not built)."""
     files = sorted(TOY_ADAPTER_DIR.glob("*.safetensors")) if TOY_ADAPTER_DIR.is_dir() else []
     return KnownAdapter(
-        name="lcm-lora-toy", repo_id=None, filename=files[0].name if files else "(not built)", arch="toy",
-        kind="lora", size=files[0].stat().st_size if files else None, local_path=files[0] if files else None,
-        notes="Toy-world LCM-LoRA shipped with the package." if files
+        name="lcm-lora-toy",
+        repo_id=None,
+        filename=files[0].name if files else "(not built)",
+        arch="toy",
+        kind="lora",
+        size=files[0].stat().st_size if files else None,
+        local_path=files[0] if files else None,
+        notes="Toy-world LCM-LoRA shipped with the package."
+        if files
         else f"Not present in this install ({TOY_ADAPTER_DIR} is missing or empty).",
     )
 

@@ -22,12 +22,24 @@ logger = logging.getLogger(__name__)
 # A safetensors header larger than this is not an adapter (or not safetensors at all).
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 
-_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
-                "F8_E4M3": 1, "F8_E5M2": 1}
+_DTYPE_BYTES = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+}
 
 _CONVERT_HINT = (
     "Only .safetensors files are loaded (pickle files can run arbitrary code). Convert it in a trusted "
-    "environment first, e.g. `python -c \"import torch, safetensors.torch as st; "
+    'environment first, e.g. `python -c "import torch, safetensors.torch as st; '
     "st.save_file(torch.load('IN', weights_only=True), 'OUT.safetensors')\"` or kohya sd-scripts' "
     "networks/convert_lora.py"
 )
@@ -75,12 +87,17 @@ def read_header(path: str | os.PathLike) -> SafetensorsHeader:
         head = fh.read(8)
         kind = sniff_pickle(head)
         if kind is not None:
-            raise ValueError(f"{path.name} is {kind}, not safetensors; refusing to unpickle it. {_CONVERT_HINT}")
+            raise ValueError(
+                f"{path.name} is {kind}, not safetensors; refusing to unpickle it. {_CONVERT_HINT}"
+            )
         if len(head) < 8:
             raise ValueError(f"{path.name} is truncated or empty ({size} bytes); download it again")
         (n,) = struct.unpack("<Q", head)
         if n == 0 or n > MAX_HEADER_BYTES:
-            raise ValueError(f"{path.name} is not a safetensors file (header length {n}); {_CONVERT_HINT}")
+            raise ValueError(
+                f"{path.name} is not a safetensors file (its first 8 bytes are not a header length); "
+                "only .safetensors adapters are supported"
+            )
         if 8 + n > size:
             raise ValueError(
                 f"{path.name} is truncated: header needs {8 + n} bytes, file has {size}; download it again"
@@ -89,7 +106,9 @@ def read_header(path: str | os.PathLike) -> SafetensorsHeader:
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path.name} is not a safetensors file (unreadable header: {err}); {_CONVERT_HINT}") from err
+        raise ValueError(
+            f"{path.name} is not a safetensors file (unreadable header: {err}); {_CONVERT_HINT}"
+        ) from err
     if not isinstance(header, dict):
         raise ValueError(f"{path.name} is not a safetensors file (header is not a JSON object)")
     metadata = {str(k): str(v) for k, v in (header.pop("__metadata__", None) or {}).items()}
@@ -100,7 +119,9 @@ def read_header(path: str | os.PathLike) -> SafetensorsHeader:
             begin, end = info["data_offsets"]
             tensors[name] = TensorInfo(dtype=str(info["dtype"]), shape=tuple(int(d) for d in info["shape"]))
         except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"{path.name}: malformed header entry for {name!r}; the file is damaged") from err
+            raise ValueError(
+                f"{path.name}: malformed header entry for {name!r}; the file is damaged"
+            ) from err
         data_end = max(data_end, int(end))
     if 8 + n + data_end > size:
         raise ValueError(
@@ -117,7 +138,9 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     return load_file(str(path), device="cpu"), header.metadata
 
 
-def save_atomic(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
+def save_atomic(
+    tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None
+) -> Path:
     """Write ``tensors`` to ``path`` atomically: a temp file in the same folder, then ``os.replace``.
 
     On any failure the temp file is removed and an existing ``path`` is left untouched.

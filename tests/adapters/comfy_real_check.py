@@ -49,8 +49,15 @@ def main() -> None:
 
     logging.getLogger().addHandler(Catch())
     patch = comfy.lora.load_lora(load_file(lora_path), key_map)
-    print(json.dumps({"not_loaded": not_loaded, "patched": len(patch),
-                      "missing_targets": [k for k in patch if k not in model_keys]}))
+    print(
+        json.dumps(
+            {
+                "not_loaded": not_loaded,
+                "patched": len(patch),
+                "missing_targets": [k for k in patch if k not in model_keys],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

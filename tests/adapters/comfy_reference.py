@@ -15,18 +15,47 @@ Written independently of lcm_plugin.adapters.kohya_names so it can catch mistake
 from __future__ import annotations
 
 _ATTN = ("proj_in", "proj_out", "norm")
-_TBLOCK = ("norm1", "norm2", "norm3", "attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "attn2.to_q",
-           "attn2.to_k", "attn2.to_v", "attn2.to_out.0", "ff.net.0.proj", "ff.net.2")
-_RES = {"in_layers.2": "conv1", "emb_layers.1": "time_emb_proj", "out_layers.3": "conv2",
-        "skip_connection": "conv_shortcut", "in_layers.0": "norm1", "out_layers.0": "norm2"}
+_TBLOCK = (
+    "norm1",
+    "norm2",
+    "norm3",
+    "attn1.to_q",
+    "attn1.to_k",
+    "attn1.to_v",
+    "attn1.to_out.0",
+    "attn2.to_q",
+    "attn2.to_k",
+    "attn2.to_v",
+    "attn2.to_out.0",
+    "ff.net.0.proj",
+    "ff.net.2",
+)
+_RES = {
+    "in_layers.2": "conv1",
+    "emb_layers.1": "time_emb_proj",
+    "out_layers.3": "conv2",
+    "skip_connection": "conv_shortcut",
+    "in_layers.0": "norm1",
+    "out_layers.0": "norm2",
+}
 
 COMFY_CONFIGS = {
     # num_res_blocks, transformer_depth (input order), transformer_depth_output (consumed from the end),
     # transformer_depth_middle; ComfyUI's values for these families.
-    "sd15": {"num_res_blocks": [2, 2, 2, 2], "channel_mult": [1, 2, 4, 4], "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
-             "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0], "transformer_depth_middle": 1},
-    "sdxl": {"num_res_blocks": [2, 2, 2], "channel_mult": [1, 2, 4], "transformer_depth": [0, 0, 2, 2, 10, 10],
-             "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10], "transformer_depth_middle": 10},
+    "sd15": {
+        "num_res_blocks": [2, 2, 2, 2],
+        "channel_mult": [1, 2, 4, 4],
+        "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
+        "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+        "transformer_depth_middle": 1,
+    },
+    "sdxl": {
+        "num_res_blocks": [2, 2, 2],
+        "channel_mult": [1, 2, 4],
+        "transformer_depth": [0, 0, 2, 2, 10, 10],
+        "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10],
+        "transformer_depth_middle": 10,
+    },
 }
 
 
@@ -48,15 +77,18 @@ def diffusers_to_ldm_map(cfg: dict) -> dict[str, str]:
                     out[f"down_blocks.{x}.attentions.{i}.{a}"] = f"input_blocks.{n}.1.{a}"
                 for j in range(t):
                     for b in _TBLOCK:
-                        out[f"down_blocks.{x}.attentions.{i}.transformer_blocks.{j}.{b}"] = \
+                        out[f"down_blocks.{x}.attentions.{i}.transformer_blocks.{j}.{b}"] = (
                             f"input_blocks.{n}.1.transformer_blocks.{j}.{b}"
+                        )
             n += 1
         out[f"down_blocks.{x}.downsamplers.0.conv"] = f"input_blocks.{n}.0.op"
     for a in _ATTN:
         out[f"mid_block.attentions.0.{a}"] = f"middle_block.1.{a}"
     for j in range(cfg["transformer_depth_middle"]):
         for b in _TBLOCK:
-            out[f"mid_block.attentions.0.transformer_blocks.{j}.{b}"] = f"middle_block.1.transformer_blocks.{j}.{b}"
+            out[f"mid_block.attentions.0.transformer_blocks.{j}.{b}"] = (
+                f"middle_block.1.transformer_blocks.{j}.{b}"
+            )
     for i, n in enumerate((0, 2)):
         for ldm, dif in _RES.items():
             out[f"mid_block.resnets.{i}.{dif}"] = f"middle_block.{n}.{ldm}"
@@ -73,8 +105,9 @@ def diffusers_to_ldm_map(cfg: dict) -> dict[str, str]:
                     out[f"up_blocks.{x}.attentions.{i}.{a}"] = f"output_blocks.{n}.1.{a}"
                 for j in range(t):
                     for b in _TBLOCK:
-                        out[f"up_blocks.{x}.attentions.{i}.transformer_blocks.{j}.{b}"] = \
+                        out[f"up_blocks.{x}.attentions.{i}.transformer_blocks.{j}.{b}"] = (
                             f"output_blocks.{n}.1.transformer_blocks.{j}.{b}"
+                        )
             if i == nb:
                 out[f"up_blocks.{x}.upsamplers.0.conv"] = f"output_blocks.{n}.{c}.conv"
             n += 1

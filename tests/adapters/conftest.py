@@ -1,7 +1,7 @@
 """Tiny synthetic UNets and LoRA adapters for the adapter tests (no downloads).
 
 The UNets keep the real block structure of SD1.5 (4 levels, 2 resnets per level, attention in the first
-three), SDXL (3 levels, 1/2/5 transformer blocks -- 10 in the real one --, add_embedding) and an SSD-1B-like shape (4 transformer
+three), SDXL (3 levels, transformer blocks in level 1-2 and the mid block, add_embedding) and an SSD-1B-like shape (4 transformer
 blocks in the deepest level, no mid attention) but use 16-64 channels, so every test runs in seconds.
 """
 
@@ -11,8 +11,22 @@ import pytest
 import torch
 
 # The LCM-LoRA target list (diffusers consistency-distillation examples).
-LCM_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1",
-               "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj"]
+LCM_TARGETS = [
+    "to_q",
+    "to_k",
+    "to_v",
+    "to_out.0",
+    "proj_in",
+    "proj_out",
+    "ff.net.0.proj",
+    "ff.net.2",
+    "conv1",
+    "conv2",
+    "conv_shortcut",
+    "downsamplers.0.conv",
+    "upsamplers.0.conv",
+    "time_emb_proj",
+]
 
 
 def tiny_unet(kind: str, seed: int = 0):
@@ -22,26 +36,41 @@ def tiny_unet(kind: str, seed: int = 0):
     torch.manual_seed(seed)
     if kind in ("sd15", "sd2"):
         return UNet2DConditionModel(
-            sample_size=8, layers_per_block=2, block_out_channels=(16, 32, 64, 64),
+            sample_size=8,
+            layers_per_block=2,
+            block_out_channels=(16, 32, 64, 64),
             down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
             up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-            cross_attention_dim=768 if kind == "sd15" else 1024, norm_num_groups=8, attention_head_dim=4,
+            cross_attention_dim=768 if kind == "sd15" else 1024,
+            norm_num_groups=8,
+            attention_head_dim=4,
             use_linear_projection=kind == "sd2",
         )
     xl = dict(
-        sample_size=8, layers_per_block=2, block_out_channels=(16, 32, 64),
+        sample_size=8,
+        layers_per_block=2,
+        block_out_channels=(16, 32, 64),
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=2048, addition_embed_type="text_time", addition_time_embed_dim=8,
-        projection_class_embeddings_input_dim=80, use_linear_projection=True, attention_head_dim=(2, 4, 8),
+        cross_attention_dim=2048,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=80,
+        use_linear_projection=True,
+        attention_head_dim=(2, 4, 8),
         norm_num_groups=8,
     )
     if kind == "sdxl":
-        return UNet2DConditionModel(transformer_layers_per_block=(1, 2, 5), **xl)  # real SDXL: 10 (kept small)
+        return UNet2DConditionModel(
+            transformer_layers_per_block=(1, 2, 5), **xl
+        )  # real SDXL: 10 (kept small)
     if kind == "ssd1b":
-        return UNet2DConditionModel(transformer_layers_per_block=(1, 2, 4),
-                                    reverse_transformer_layers_per_block=[[4, 4, 4], [2, 1, 1], [1, 1, 1]],
-                                    mid_block_type="UNetMidBlock2D", **xl)
+        return UNet2DConditionModel(
+            transformer_layers_per_block=(1, 2, 4),
+            reverse_transformer_layers_per_block=[[4, 4, 4], [2, 1, 1], [1, 1, 1]],
+            mid_block_type="UNetMidBlock2D",
+            **xl,
+        )
     raise ValueError(kind)
 
 
@@ -51,8 +80,9 @@ def peft_lora(unet, rank: int = 4, alpha: float = 8.0, targets=None, seed: int =
     from peft.utils import get_peft_model_state_dict
 
     torch.manual_seed(seed)
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets or LCM_TARGETS,
-                                init_lora_weights=False))
+    unet.add_adapter(
+        LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets or LCM_TARGETS, init_lora_weights=False)
+    )
     return {k: v.detach().clone() for k, v in get_peft_model_state_dict(unet).items()}
 
 

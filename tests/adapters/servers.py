@@ -25,7 +25,9 @@ class FileServer:
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -37,7 +39,9 @@ class FileServer:
         self.etags[path] = etag or f"{len(data)}-{hash(data) & 0xFFFFFFFF:x}"
         return self.url + path
 
-    def add_hub_file(self, repo_id: str, filename: str, data: bytes, etag: str, revision: str = "main") -> None:
+    def add_hub_file(
+        self, repo_id: str, filename: str, data: bytes, etag: str, revision: str = "main"
+    ) -> None:
         self.add(f"/{repo_id}/resolve/{revision}/{filename}", data, etag)
 
     def __enter__(self) -> FileServer:

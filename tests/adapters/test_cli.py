@@ -39,7 +39,10 @@ def test_list_shows_registry_with_unknowns_marked(capsys):
     entries = json.loads(capsys.readouterr().out)
     sd15 = next(e for e in entries if e["name"] == "lcm-lora-sd15")
     assert sd15["sha256"] == "8f90d840e075ff588a58e22c6586e2ae9a6f7922996ee6649a7f01072333afe4"
-    assert sd15["url"] == "https://huggingface.co/latent-consistency/lcm-lora-sdv1-5/resolve/main/pytorch_lora_weights.safetensors"
+    assert (
+        sd15["url"]
+        == "https://huggingface.co/latent-consistency/lcm-lora-sdv1-5/resolve/main/pytorch_lora_weights.safetensors"
+    )
 
 
 def test_inspect_and_convert_round_trip(tmp_path, sdxl_file, capsys):
@@ -61,7 +64,9 @@ def test_inspect_and_convert_round_trip(tmp_path, sdxl_file, capsys):
 def test_cli_main_prints_one_line_errors(tmp_path, sdxl_file, capsys):
     from lcm_plugin.cli import main
 
-    assert main(["adapters", "convert", str(sdxl_file), str(tmp_path / "o.safetensors"), "--for", "sd15"]) == 1
+    assert (
+        main(["adapters", "convert", str(sdxl_file), str(tmp_path / "o.safetensors"), "--for", "sd15"]) == 1
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "error: the adapter is for Stable Diffusion XL" in err
     assert main(["adapters", "download", "lcm-lora-sdxl", "--for", "sd15", "--dest", str(tmp_path)]) == 1

@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from lcm_plugin.adapters.convert import (
-    adapter_from_state_dict, convert_file, load_adapter, save_kohya_lora, to_diffusers_state_dict, to_kohya_state_dict,
+    adapter_from_state_dict,
+    convert_file,
+    load_adapter,
+    save_kohya_lora,
+    to_diffusers_state_dict,
+    to_kohya_state_dict,
 )
 from lcm_plugin.adapters.formats import parse_keys
 from lcm_plugin.adapters.safetensors_io import save_atomic
@@ -67,8 +72,13 @@ def test_mixed_ranks_and_alphas_survive_the_diffusers_metadata(sd15_lora):
 
 def test_save_kohya_lora_from_peft_state_dict_with_alpha_pattern(tmp_path, sd15_lora):
     _, peft_sd = sd15_lora
-    out = save_kohya_lora(peft_sd, tmp_path / "trained.safetensors", arch="sd15", lora_alpha=8,
-                          alpha_pattern={"mid_block.attentions.0.proj_in": 2})
+    out = save_kohya_lora(
+        peft_sd,
+        tmp_path / "trained.safetensors",
+        arch="sd15",
+        lora_alpha=8,
+        alpha_pattern={"mid_block.attentions.0.proj_in": 2},
+    )
     adapter = load_adapter(out)
     assert adapter.modules["unet.mid_block.attentions.0.proj_in"].alpha_value == 2.0
     assert adapter.modules["unet.mid_block.attentions.0.proj_out"].alpha_value == 8.0
@@ -92,34 +102,45 @@ def test_text_encoder_modules_use_kohya_te_prefixes():
     sd = {}
     for comp, hidden in (("text_encoder", 768), ("text_encoder_2", 1280)):
         for mod in ("self_attn.q_proj", "mlp.fc1"):
-            sd[f"{comp}.text_model.encoder.layers.0.{mod}.lora_A.weight"] = torch.randn(2, hidden, generator=g)
-            sd[f"{comp}.text_model.encoder.layers.0.{mod}.lora_B.weight"] = torch.randn(hidden, 2, generator=g)
+            sd[f"{comp}.text_model.encoder.layers.0.{mod}.lora_A.weight"] = torch.randn(
+                2, hidden, generator=g
+            )
+            sd[f"{comp}.text_model.encoder.layers.0.{mod}.lora_B.weight"] = torch.randn(
+                hidden, 2, generator=g
+            )
     adapter = adapter_from_state_dict(sd)
     kohya, meta = to_kohya_state_dict(adapter, "sdxl")
     assert "lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight" in kohya
     assert "lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_up.weight" in kohya
     _assert_same(adapter, adapter_from_state_dict(kohya, meta))
-    sd15_kohya, _ = to_kohya_state_dict(adapter_from_state_dict(
-        {k: v for k, v in sd.items() if k.startswith("text_encoder.")}), "sd15")
+    sd15_kohya, _ = to_kohya_state_dict(
+        adapter_from_state_dict({k: v for k, v in sd.items() if k.startswith("text_encoder.")}), "sd15"
+    )
     assert "lora_te_text_model_encoder_layers_0_mlp_fc1.alpha" in sd15_kohya
 
 
 def test_old_diffusers_attention_processor_names_are_understood():
-    parsed = parse_keys([
-        "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.to_q_lora.down.weight",
-        "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.to_q_lora.up.weight",
-        "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.to_out_lora.down.weight",
-        "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.to_out_lora.up.weight",
-    ])
+    parsed = parse_keys(
+        [
+            "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.to_q_lora.down.weight",
+            "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.to_q_lora.up.weight",
+            "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.to_out_lora.down.weight",
+            "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.to_out_lora.up.weight",
+        ]
+    )
     assert parsed.format == "diffusers-old"
-    assert set(parsed.modules) == {"unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q",
-                                   "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_out.0"}
+    assert set(parsed.modules) == {
+        "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q",
+        "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_out.0",
+    }
 
 
 def test_keys_that_would_be_dropped_are_refused():
-    sd = {"lora_unet_down_blocks_0_resnets_0_conv1.lora_down.weight": torch.zeros(2, 4, 3, 3),
-          "lora_unet_down_blocks_0_resnets_0_conv1.lora_up.weight": torch.zeros(4, 2, 1, 1),
-          "lora_unet_down_blocks_0_resnets_0_conv1.hada_w1_a": torch.zeros(1)}
+    sd = {
+        "lora_unet_down_blocks_0_resnets_0_conv1.lora_down.weight": torch.zeros(2, 4, 3, 3),
+        "lora_unet_down_blocks_0_resnets_0_conv1.lora_up.weight": torch.zeros(4, 2, 1, 1),
+        "lora_unet_down_blocks_0_resnets_0_conv1.hada_w1_a": torch.zeros(1),
+    }
     with pytest.raises(ValueError, match="LyCORIS/DoRA"):
         adapter_from_state_dict(sd)
     sd.pop("lora_unet_down_blocks_0_resnets_0_conv1.hada_w1_a")

@@ -24,7 +24,9 @@ def lora_bytes(ctx: int, seed: int = 0) -> bytes:
     g = torch.Generator().manual_seed(seed)
     t = {}
     names = [f"down_blocks_{min(i, 2)}_attentions_{i % 2}_transformer_blocks_0_attn2_to_k" for i in range(4)]
-    for name in ["lora_unet_" + n for n in names + ["mid_block_attentions_0_transformer_blocks_0_attn2_to_k"]]:
+    for name in [
+        "lora_unet_" + n for n in names + ["mid_block_attentions_0_transformer_blocks_0_attn2_to_k"]
+    ]:
         t[f"{name}.lora_down.weight"] = torch.randn(8, ctx, generator=g)
         t[f"{name}.lora_up.weight"] = torch.randn(320, 8, generator=g)
         t[f"{name}.alpha"] = torch.tensor(8.0)
@@ -51,7 +53,9 @@ def hub_env(tmp_path, monkeypatch, server):
     data = lora_bytes(768)
     sha = hashlib.sha256(data).hexdigest()
     server.add_hub_file(REPO, FILE, data, etag=sha)
-    entry = KnownAdapter(name="tiny", repo_id=REPO, filename=FILE, arch="sd15", kind="lora", size=len(data), sha256=sha)
+    entry = KnownAdapter(
+        name="tiny", repo_id=REPO, filename=FILE, arch="sd15", kind="lora", size=len(data), sha256=sha
+    )
     monkeypatch.setattr(registry, "KNOWN_ADAPTERS", (entry,))
     return data, sha
 
@@ -60,7 +64,9 @@ def test_url_download_resumes_in_the_same_call_after_a_cut(tmp_path, server):
     data = lora_bytes(768)
     url = server.add("/a.safetensors", data)
     server.cut_once["/a.safetensors"] = len(data) // 3
-    result = download_url(url, tmp_path / "a.safetensors", sha256=hashlib.sha256(data).hexdigest(), progress=False)
+    result = download_url(
+        url, tmp_path / "a.safetensors", sha256=hashlib.sha256(data).hexdigest(), progress=False
+    )
     assert result.path.read_bytes() == data
     assert ("GET", "/a.safetensors", f"bytes={len(data) // 3}-") in server.requests
     assert leftovers(tmp_path) == ["a.safetensors"]
@@ -106,10 +112,14 @@ def test_pickle_served_as_an_adapter_is_refused(tmp_path, server):
     assert leftovers(tmp_path) == []
 
 
-def test_hub_download_through_hf_endpoint_resumes_and_places_atomically(tmp_path, server, hub_env, monkeypatch):
+def test_hub_download_through_hf_endpoint_resumes_and_places_atomically(
+    tmp_path, server, hub_env, monkeypatch
+):
     import huggingface_hub.constants
 
-    monkeypatch.setattr(huggingface_hub.constants, "DOWNLOAD_CHUNK_SIZE", 1024)  # flush to disk before the cut
+    monkeypatch.setattr(
+        huggingface_hub.constants, "DOWNLOAD_CHUNK_SIZE", 1024
+    )  # flush to disk before the cut
     data, sha = hub_env
     path = f"/{REPO}/resolve/main/{FILE}"
     server.cut_once[path] = 5000
@@ -129,8 +139,11 @@ def test_hub_wrong_architecture_is_refused_before_any_request(tmp_path, server, 
 def test_offline_mode_uses_the_cache_or_names_what_is_missing(tmp_path, server, hub_env, monkeypatch):
     data, _ = hub_env
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(FileNotFoundError, match=rf"offline \(HF_HUB_OFFLINE=1\) and {REPO}/{FILE} \(revision main\) "
-                                                r"is not in the Hugging Face cache"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=rf"offline \(HF_HUB_OFFLINE=1\) and {REPO}/{FILE} \(revision main\) "
+        r"is not in the Hugging Face cache",
+    ):
         download_adapter("tiny", tmp_path / "a", progress=False)
     assert server.requests == []
     monkeypatch.delenv("HF_HUB_OFFLINE")

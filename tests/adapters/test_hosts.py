@@ -28,22 +28,39 @@ def _save_with_diffusers(unet, directory: Path) -> Path:
 
     layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
     meta = unet.peft_config["default"].to_dict()
-    StableDiffusionPipeline.save_lora_weights(directory, unet_lora_layers=layers, unet_lora_adapter_metadata=meta)
+    StableDiffusionPipeline.save_lora_weights(
+        directory, unet_lora_layers=layers, unet_lora_adapter_metadata=meta
+    )
     return directory / "pytorch_lora_weights.safetensors"
 
 
 def _sd_pipeline(unet):
     from diffusers import LCMScheduler, StableDiffusionPipeline
 
-    return StableDiffusionPipeline(vae=None, text_encoder=None, tokenizer=None, unet=unet, scheduler=LCMScheduler(),
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    return StableDiffusionPipeline(
+        vae=None,
+        text_encoder=None,
+        tokenizer=None,
+        unet=unet,
+        scheduler=LCMScheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
 
 
 def _generate(pipe) -> torch.Tensor:
     g = torch.Generator().manual_seed(0)
     embeds = torch.randn(1, 5, 768, generator=g)
-    out = pipe(prompt_embeds=embeds, num_inference_steps=2, guidance_scale=1.0, height=16, width=16,
-               output_type="latent", generator=torch.Generator().manual_seed(1))
+    out = pipe(
+        prompt_embeds=embeds,
+        num_inference_steps=2,
+        guidance_scale=1.0,
+        height=16,
+        width=16,
+        output_type="latent",
+        generator=torch.Generator().manual_seed(1),
+    )
     return out.images
 
 
@@ -71,7 +88,9 @@ def test_converted_kohya_file_loads_in_diffusers_with_identical_output(tmp_path,
     assert (reference - plain).abs().max() > 1e-3  # the adapter really changes the output
 
 
-def test_diffusers_rejects_ldm_names_for_sd15_which_is_why_auto_layout_uses_diffusers_names(tmp_path, sd15_lora):
+def test_diffusers_rejects_ldm_names_for_sd15_which_is_why_auto_layout_uses_diffusers_names(
+    tmp_path, sd15_lora
+):
     unet, _ = sd15_lora
     original = _save_with_diffusers(unet, tmp_path / "orig")
     ldm = convert_file(original, tmp_path / "ldm.safetensors", to="kohya", arch="sd15", layout="ldm").output
@@ -92,7 +111,9 @@ def test_sdxl_kohya_ldm_file_loads_in_diffusers_with_identical_unet_output(tmp_p
     assert meta["lcm_plugin.kohya_layout"] == "ldm"
     path = save_atomic(tensors, tmp_path / "xl.safetensors", meta)
     fresh = base_copy(unet, "sdxl")
-    state_dict, alphas, metadata = XL.lora_state_dict(str(path), unet_config=fresh.config, return_lora_metadata=True)
+    state_dict, alphas, metadata = XL.lora_state_dict(
+        str(path), unet_config=fresh.config, return_lora_metadata=True
+    )
     XL.load_lora_into_unet(state_dict, alphas, fresh, metadata=metadata)
     assert _lora_layers(fresh) == len(adapter.modules)
     g = torch.Generator().manual_seed(0)
@@ -104,7 +125,9 @@ def test_sdxl_kohya_ldm_file_loads_in_diffusers_with_identical_unet_output(tmp_p
     torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind, layout", [("sd15", "diffusers"), ("sd15", "ldm"), ("sdxl", "ldm"), ("sdxl", "diffusers")])
+@pytest.mark.parametrize(
+    "kind, layout", [("sd15", "diffusers"), ("sd15", "ldm"), ("sdxl", "ldm"), ("sdxl", "diffusers")]
+)
 def test_comfyui_key_matching_loads_every_key(kind, layout, sd15_lora, sdxl_lora):
     _, peft_sd = sd15_lora if kind == "sd15" else sdxl_lora
     tensors, _ = to_kohya_state_dict(adapter_from_state_dict(peft_sd), kind, layout)
@@ -120,15 +143,27 @@ def test_comfyui_skips_peft_attention_names_which_is_why_we_convert(sd15_lora):
     assert any(".attn1.to_q.lora_A" in k for k in unloaded)
 
 
-@pytest.mark.skipif(not os.environ.get("LCM_PLUGIN_COMFYUI_PATH"),
-                    reason="set LCM_PLUGIN_COMFYUI_PATH to a ComfyUI checkout to run ComfyUI's own comfy.lora")
+@pytest.mark.skipif(
+    not os.environ.get("LCM_PLUGIN_COMFYUI_PATH"),
+    reason="set LCM_PLUGIN_COMFYUI_PATH to a ComfyUI checkout to run ComfyUI's own comfy.lora",
+)
 @pytest.mark.parametrize("kind", ["sd15", "sdxl"])
 def test_real_comfyui_loads_every_key(tmp_path, kind, sd15_lora, sdxl_lora):
     _, peft_sd = sd15_lora if kind == "sd15" else sdxl_lora
     tensors, meta = to_kohya_state_dict(adapter_from_state_dict(peft_sd), kind)
     path = save_atomic(tensors, tmp_path / "lora.safetensors", meta)
-    proc = subprocess.run([sys.executable, str(HERE / "comfy_real_check.py"), os.environ["LCM_PLUGIN_COMFYUI_PATH"],
-                           str(path), json.dumps(COMFY_CONFIGS[kind])], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(HERE / "comfy_real_check.py"),
+            os.environ["LCM_PLUGIN_COMFYUI_PATH"],
+            str(path),
+            json.dumps(COMFY_CONFIGS[kind]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result == {"not_loaded": [], "patched": len(tensors) // 3, "missing_targets": []}

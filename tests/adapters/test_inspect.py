@@ -10,7 +10,12 @@ import torch
 from safetensors.torch import save_file
 
 from lcm_plugin.adapters import safetensors_io
-from lcm_plugin.adapters.convert import adapter_from_state_dict, convert_file, to_diffusers_state_dict, to_kohya_state_dict
+from lcm_plugin.adapters.convert import (
+    adapter_from_state_dict,
+    convert_file,
+    to_diffusers_state_dict,
+    to_kohya_state_dict,
+)
 from lcm_plugin.adapters.inspection import inspect_file
 
 
@@ -45,8 +50,12 @@ def test_inspect_diffusers_peft_and_comfyui_namings(tmp_path, sd15_lora):
     raw = {f"base_model.model.{k}": v for k, v in peft_sd.items()}
     report = inspect_file(_write(tmp_path, "p.safetensors", raw))
     assert (report.format, report.arch.name, report.alphas) == ("peft", "sd15", {4.0: 278})
-    comfy = {"diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.lora_up.weight": torch.zeros(16, 2),
-             "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.lora_down.weight": torch.zeros(2, 768)}
+    comfy = {
+        "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.lora_up.weight": torch.zeros(16, 2),
+        "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.lora_down.weight": torch.zeros(
+            2, 768
+        ),
+    }
     report = inspect_file(_write(tmp_path, "c.safetensors", comfy))
     assert (report.format, report.layout, report.arch.name) == ("comfyui", "ldm", "sd15")
 
@@ -54,8 +63,10 @@ def test_inspect_diffusers_peft_and_comfyui_namings(tmp_path, sd15_lora):
 @pytest.mark.parametrize("ctx, arch", [(768, "sd15"), (1024, "sd2")])
 def test_context_dim_tells_sd1_from_sd2(tmp_path, sd15_lora, ctx, arch):
     tensors, _ = _kohya(sd15_lora[1], "sd15")
-    resized = {k: (torch.zeros(v.shape[0], ctx) if "attn2_to_k.lora_down" in k or "attn2_to_v.lora_down" in k else v)
-               for k, v in tensors.items()}
+    resized = {
+        k: (torch.zeros(v.shape[0], ctx) if "attn2_to_k.lora_down" in k or "attn2_to_v.lora_down" in k else v)
+        for k, v in tensors.items()
+    }
     report = inspect_file(_write(tmp_path, "x.safetensors", resized))
     assert report.arch.name == arch
     assert any(f"context dim {ctx}" in r for r in report.arch.reasons)
@@ -76,7 +87,9 @@ def test_wrong_architecture_is_reported_before_any_tensor_is_loaded(tmp_path, sd
         raise AssertionError("tensors were loaded before the architecture check")
 
     monkeypatch.setattr("lcm_plugin.adapters.convert.load_tensors", must_not_load)
-    with pytest.raises(ValueError, match=r"is for Stable Diffusion XL \(sdxl; .*not for Stable Diffusion 1.x \(sd15\)"):
+    with pytest.raises(
+        ValueError, match=r"is for Stable Diffusion XL \(sdxl; .*not for Stable Diffusion 1.x \(sd15\)"
+    ):
         convert_file(src, tmp_path / "out.safetensors", arch="sd15")
     assert not (tmp_path / "out.safetensors").exists()
 
@@ -106,7 +119,9 @@ def test_truncated_and_foreign_files_are_clear_errors(tmp_path, sd15_lora):
     data = good.read_bytes()
     cut = tmp_path / "cut.safetensors"
     cut.write_bytes(data[:-100])
-    with pytest.raises(ValueError, match=r"cut.safetensors is truncated: tensors need \d+ bytes, file has \d+"):
+    with pytest.raises(
+        ValueError, match=r"cut.safetensors is truncated: tensors need \d+ bytes, file has \d+"
+    ):
         inspect_file(cut)
     cut.write_bytes(data[:200])
     with pytest.raises(ValueError, match="is truncated: header needs"):
@@ -123,7 +138,9 @@ def test_truncated_and_foreign_files_are_clear_errors(tmp_path, sd15_lora):
 
 
 def test_full_checkpoint_is_not_mistaken_for_a_lora(tmp_path):
-    path = _write(tmp_path, "unet.safetensors", {"down_blocks.0.resnets.0.conv1.weight": torch.zeros(4, 4, 3, 3)})
+    path = _write(
+        tmp_path, "unet.safetensors", {"down_blocks.0.resnets.0.conv1.weight": torch.zeros(4, 4, 3, 3)}
+    )
     with pytest.raises(ValueError, match="Is this a full model checkpoint rather than a LoRA adapter"):
         inspect_file(path)
 

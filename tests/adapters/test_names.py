@@ -7,6 +7,7 @@ import pytest
 from lcm_plugin.adapters.kohya_names import ARCHS, diffusers_to_ldm, flatten, ldm_to_diffusers, unflatten
 from tests.adapters.comfy_reference import COMFY_CONFIGS, diffusers_to_ldm_map
 
+
 def lora_target_names(peft_state_dict) -> list[str]:
     """The LoRA target module paths of a peft state dict (the LCM-LoRA target list on a real block layout)."""
     return sorted({k.rsplit(".lora_", 1)[0] for k in peft_state_dict})
@@ -14,19 +15,33 @@ def lora_target_names(peft_state_dict) -> list[str]:
 
 def test_brief_example_maps_to_kohya_ldm_name():
     path = "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q"
-    assert "lora_unet_" + flatten(diffusers_to_ldm(path, ARCHS["sd15"])) == \
-        "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q"
+    assert (
+        "lora_unet_" + flatten(diffusers_to_ldm(path, ARCHS["sd15"]))
+        == "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q"
+    )
 
 
-@pytest.mark.parametrize("flat, dotted", [
-    ("down_blocks_0_attentions_1_transformer_blocks_0_attn1_to_out_0", "down_blocks.0.attentions.1.transformer_blocks.0.attn1.to_out.0"),
-    ("up_blocks_3_attentions_2_transformer_blocks_0_ff_net_0_proj", "up_blocks.3.attentions.2.transformer_blocks.0.ff.net.0.proj"),
-    ("mid_block_resnets_1_time_emb_proj", "mid_block.resnets.1.time_emb_proj"),
-    ("output_blocks_2_1_conv", "output_blocks.2.1.conv"),
-    ("input_blocks_7_0_skip_connection", "input_blocks.7.0.skip_connection"),
-    ("text_model_encoder_layers_11_self_attn_out_proj", "text_model.encoder.layers.11.self_attn.out_proj"),
-    ("text_model_encoder_layers_0_mlp_fc2", "text_model.encoder.layers.0.mlp.fc2"),
-])
+@pytest.mark.parametrize(
+    "flat, dotted",
+    [
+        (
+            "down_blocks_0_attentions_1_transformer_blocks_0_attn1_to_out_0",
+            "down_blocks.0.attentions.1.transformer_blocks.0.attn1.to_out.0",
+        ),
+        (
+            "up_blocks_3_attentions_2_transformer_blocks_0_ff_net_0_proj",
+            "up_blocks.3.attentions.2.transformer_blocks.0.ff.net.0.proj",
+        ),
+        ("mid_block_resnets_1_time_emb_proj", "mid_block.resnets.1.time_emb_proj"),
+        ("output_blocks_2_1_conv", "output_blocks.2.1.conv"),
+        ("input_blocks_7_0_skip_connection", "input_blocks.7.0.skip_connection"),
+        (
+            "text_model_encoder_layers_11_self_attn_out_proj",
+            "text_model.encoder.layers.11.self_attn.out_proj",
+        ),
+        ("text_model_encoder_layers_0_mlp_fc2", "text_model.encoder.layers.0.mlp.fc2"),
+    ],
+)
 def test_unflatten_undoes_kohya_flattening(flat, dotted):
     assert unflatten(flat) == dotted
     assert flatten(dotted) == flat
