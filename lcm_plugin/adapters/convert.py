@@ -125,17 +125,21 @@ def _effective_spec(adapter: LoraAdapter, arch: str) -> ArchSpec:
 
 
 def resolve_layout(arch: str, layout: str = "auto") -> str:
-    """``auto`` picks the kohya UNet naming every host loads with zero skipped keys for ``arch``.
+    """``auto`` picks the kohya UNet naming that loads with zero skipped keys in the most hosts for ``arch``.
 
-    SDXL: LDM names (kohya sd-scripts' own SDXL naming). SD1.x/2.x/SSD-1B: diffusers names (sd-scripts'
-    SD1.x naming and the official LCM-LoRA files): diffusers' LDM-name importer misplaces the upsampler of
-    the first up block of SD1.x (``output_blocks.2.1.conv``) and SSD-1B's attention-free mid block.
+    - SD1.x/2.x: diffusers names (``lora_unet_down_blocks_…``, as kohya sd-scripts writes for SD1.x and as
+      the official LCM-LoRA files are): diffusers, ComfyUI and A1111 load all keys. diffusers 0.42 cannot
+      load LDM names for SD1.x (its LDM importer misplaces ``output_blocks.2.1.conv``).
+    - SDXL: LDM names (``lora_unet_input_blocks_…``, kohya sd-scripts' SDXL naming): all three hosts load
+      all keys. A1111 misplaces the first up block's upsampler when given diffusers names.
+    - SSD-1B: LDM names: ComfyUI and A1111 load all keys (their SSD-1B checkpoints have no middle attention,
+      so diffusers names for the second mid resnet miss); diffusers users should keep the diffusers file.
     """
     if layout not in KOHYA_LAYOUTS:
         raise ValueError(f"unknown kohya layout {layout!r}; choose one of {', '.join(KOHYA_LAYOUTS)}")
     if layout != "auto":
         return layout
-    return "ldm" if arch == "sdxl" else "diffusers"
+    return "diffusers" if arch in ("sd15", "sd2") else "ldm"
 
 
 def to_kohya_state_dict(

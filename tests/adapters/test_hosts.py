@@ -14,7 +14,11 @@ import torch
 
 from lcm_plugin.adapters.convert import adapter_from_state_dict, convert_file, to_kohya_state_dict
 from lcm_plugin.adapters.safetensors_io import read_header, save_atomic
-from tests.adapters.comfy_reference import COMFY_CONFIGS, comfy_key_map, comfy_unloaded_keys
+from tests.adapters.comfy_reference import (
+    COMFY_CONFIGS,
+    comfy_key_map,
+    comfy_unloaded_keys,
+)
 from tests.adapters.conftest import base_copy
 
 HERE = Path(__file__).resolve().parent

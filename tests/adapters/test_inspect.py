@@ -76,7 +76,7 @@ def test_context_dim_tells_sd1_from_sd2(tmp_path, sd15_lora, ctx, arch):
 def test_sdxl_and_ssd1b_are_told_apart(tmp_path, request, fixture, arch):
     tensors, meta = _kohya(request.getfixturevalue(fixture)[1], arch, alpha=2.0)
     report = inspect_file(_write(tmp_path, "x.safetensors", tensors, meta))
-    assert report.arch.name == arch and report.layout == ("ldm" if arch == "sdxl" else "diffusers")
+    assert report.arch.name == arch and report.layout == "ldm"
 
 
 def test_wrong_architecture_is_reported_before_any_tensor_is_loaded(tmp_path, sdxl_lora, monkeypatch):
