@@ -34,6 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--for", dest="arch", choices=ARCH_CHOICES, help="refuse adapters for another base model")
     p.add_argument("--sha256", help="expected sha256 (overrides the registry value)")
     p.add_argument(
+        "--file", default="pytorch_lora_weights.safetensors", help="file in an unregistered Hub repo"
+    )
+    p.add_argument("--revision", default="main", help="branch, tag or commit of an unregistered Hub repo")
+    p.add_argument(
         "--no-hub", action="store_true", help="plain https from HF_ENDPOINT instead of huggingface_hub"
     )
     p.add_argument("--retries", type=int, default=3, help="resumptions after a broken transfer (default 3)")
@@ -110,6 +114,8 @@ def cmd_download(args: argparse.Namespace) -> int:
         use_hub=not args.no_hub,
         progress=not args.quiet,
         retries=args.retries,
+        filename=args.file,
+        revision=args.revision,
     )
     print(f"installed {result.path} ({result.size:,} bytes, sha256 {result.sha256})")
     return 0

@@ -292,8 +292,11 @@ def download_adapter(
     use_hub: bool = True,
     progress: bool = True,
     retries: int = 3,
+    filename: str = "pytorch_lora_weights.safetensors",
+    revision: str = "main",
 ) -> DownloadResult:
-    """Install a registry adapter (by name) or an https URL into ``target_dir`` (e.g. ComfyUI models/loras).
+    """Install a registry adapter (by name), any Hub LoRA (``org/repo`` + ``filename``) or an https URL into
+    ``target_dir`` (e.g. ComfyUI ``models/loras`` or A1111 ``models/Lora``).
 
     ``expect_arch`` is compared with the registry entry before any byte is fetched, and with the file's own
     keys and shapes before it is placed.
@@ -305,8 +308,21 @@ def download_adapter(
         return download_url(
             spec, target / fname, sha256=sha256, retries=retries, progress=progress, expect_arch=expect_arch
         )
-    entry: KnownAdapter = find(spec)
-    if expect_arch is not None and entry.arch != expect_arch:
+    try:
+        entry: KnownAdapter = find(spec)
+    except ValueError:
+        if spec.count("/") != 1:
+            raise
+        # An unregistered Hub repository: base architecture unknown until the header is checked.
+        entry = KnownAdapter(
+            name=spec.replace("/", "--"),
+            repo_id=spec,
+            filename=filename,
+            arch="unknown",
+            kind="lora",
+            revision=revision,
+        )
+    if expect_arch is not None and entry.arch not in ("unknown", expect_arch):
         raise ValueError(
             f"{entry.name} is for {entry.arch}, not {expect_arch}; pick an adapter for {expect_arch} "
             "(see `lcm-plugin adapters list`)"

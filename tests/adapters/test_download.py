@@ -169,3 +169,25 @@ def test_missing_toy_adapter_and_unknown_names_are_clear(tmp_path, monkeypatch):
         download_adapter("lcm-lora-sd3", tmp_path)
     with pytest.raises(ValueError, match="only http"):
         download_url("ftp://example.invalid/x", tmp_path / "x")
+
+
+def test_unregistered_hub_repo_is_checked_from_its_own_keys(tmp_path, server, hub_env, monkeypatch):
+    data, _ = hub_env
+    monkeypatch.setattr(registry, "KNOWN_ADAPTERS", ())
+    result = download_adapter(REPO, tmp_path, expect_arch="sd15", progress=False)
+    assert result.path.name == "test-org--tiny-lcm-lora.safetensors" and result.path.read_bytes() == data
+    with pytest.raises(ValueError, match=r"is for Stable Diffusion 1.x \(sd15.*not for Stable Diffusion XL"):
+        download_adapter(REPO, tmp_path / "xl", expect_arch="sdxl", progress=False)
+    assert leftovers(tmp_path / "xl") == []
+
+
+def test_toy_adapter_is_listed_and_installed_when_present(tmp_path, monkeypatch):
+    toy_dir = tmp_path / "assets" / "lcm_lora"
+    toy_dir.mkdir(parents=True)
+    (toy_dir / "toy_lcm_lora.safetensors").write_bytes(lora_bytes(768))
+    monkeypatch.setattr(registry, "TOY_ADAPTER_DIR", toy_dir)
+    entry = registry.find("lcm-lora-toy")
+    assert entry.local_path == toy_dir / "toy_lcm_lora.safetensors" and entry.size == len(lora_bytes(768))
+    result = download_adapter("lcm-lora-toy", tmp_path / "loras")
+    assert result.path.read_bytes() == lora_bytes(768)
+    assert leftovers(tmp_path / "loras") == ["lcm-lora-toy.safetensors"]
