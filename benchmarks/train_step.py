@@ -34,8 +34,9 @@ def _rss_kb() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
-def build(workload: str):
-    """(vae, text_encoder, tokenizer, unet) with random weights and the real architecture."""
+def build(workload: str, with_encoders: bool = True):
+    """(vae, text_encoder, tokenizer, unet) with random weights and the real architecture (encoders None if
+    ``with_encoders`` is False)."""
     import tempfile
 
     import torch
@@ -47,12 +48,16 @@ def build(workload: str):
     with tempfile.TemporaryDirectory() as tmp:
         tok = load_tokenizer(build_tokenizer_files(tmp))
     if workload == "toy":
+        if not with_encoders:
+            return None, None, tok, toy.build_unet()
         return toy.build_vae(), toy.build_text_encoder(len(tok), tok.bos_token_id, tok.eos_token_id), tok, toy.build_unet()
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     # Stable Diffusion 1.5 architecture (runwayml/stable-diffusion-v1-5 configs), random weights.
     unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
+    if not with_encoders:
+        return None, None, tok, unet
     vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, sample_size=512,
                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
                         block_out_channels=(128, 256, 512, 512), layers_per_block=2)
@@ -62,7 +67,36 @@ def build(workload: str):
     return vae, te, tok, unet
 
 
-def run_variant(variant: str, workload: str, batch: int, latent: int, steps: int, rank: int, threads: int) -> dict:
+def _pixels_and_captions(vae, batch: int, latent: int):
+    import torch
+
+    px = latent * 2 ** (len(vae.config.block_out_channels) - 1)
+    pixels = torch.rand(batch, 3, px, px, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    return pixels, ["a red circle on the left"] * batch
+
+
+def _encode_text(tok, te, texts):
+    ids = tok(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    return te(ids)[0]
+
+
+def write_cache(workload: str, batch: int, latent: int, path: str) -> None:
+    """What `lcm-plugin train cache` does, in its own process: encode once, save safetensors."""
+    import torch
+    from safetensors.torch import save_file
+
+    vae, te, tok, _ = build(workload)
+    pixels, captions = _pixels_and_captions(vae, batch, latent)
+    with torch.no_grad():
+        dist = vae.encode(pixels).latent_dist
+        sf = vae.config.scaling_factor
+        save_file({"latent_mean": (dist.mean * sf).contiguous(), "latent_std": (dist.std * sf).contiguous(),
+                   "prompt_embeds": _encode_text(tok, te, captions).contiguous(),
+                   "uncond_embeds": _encode_text(tok, te, [""]).expand(batch, -1, -1).contiguous()}, path)
+
+
+def run_variant(variant: str, workload: str, batch: int, latent: int, steps: int, rank: int, threads: int,
+                cache: str | None = None) -> dict:
     import torch
 
     from lcm_plugin.core import sd_alphas_cumprod
@@ -74,30 +108,31 @@ def run_variant(variant: str, workload: str, batch: int, latent: int, steps: int
 
     torch.set_num_threads(threads)
     base_rss = _rss_kb()
-    vae, te, tok, unet = build(workload)
-    for m in (vae, te, unet):
-        m.requires_grad_(False).eval()
+    vae, te, tok, unet = build(workload, with_encoders=variant != "ours")
+    if variant == "ours":
+        # Training from the cache file (written by another process, as `lcm-plugin train cache`): the trainer
+        # does not keep the VAE and text encoders (lora_training.models.build_models drops them).
+        from safetensors.torch import load_file
+
+        del vae, te
+        cached = load_file(cache)
+        mean, std = cached["latent_mean"], cached["latent_std"]
+        cache_cond = {"encoder_hidden_states": cached["prompt_embeds"]}
+        cache_uncond = {"encoder_hidden_states": cached["uncond_embeds"]}
+    else:
+        pixels, captions = _pixels_and_captions(vae, batch, latent)
+        for m in (vae, te):
+            m.requires_grad_(False).eval()
+    unet.requires_grad_(False).eval()
     teacher = clone_frozen(unet) if variant == "reference" else None  # the reference's separate teacher copy
     add_lora(unet, rank=rank, alpha=rank, target_modules=list(DEFAULT_LORA_TARGETS), dropout=0.0, seed=0)
     unet.train()
     params = [p for p in unet.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-2)
     obj = Objective(alphas_cumprod=sd_alphas_cumprod(), prediction_type="epsilon", w_min=5.0, w_max=15.0, loss_type="huber")
-    px = latent * 2 ** (len(vae.config.block_out_channels) - 1)
-    g = torch.Generator().manual_seed(0)
-    pixels = torch.rand(batch, 3, px, px, generator=g) * 2 - 1
-    captions = ["a red circle on the left"] * batch
 
     def encode_text(texts):
-        ids = tok(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
-        return te(ids)[0]
-
-    if variant == "ours":  # the cache: encoded once, before training
-        with torch.no_grad():
-            dist = vae.encode(pixels).latent_dist
-            mean, std = dist.mean * vae.config.scaling_factor, dist.std * vae.config.scaling_factor
-            cache_cond = {"encoder_hidden_states": encode_text(captions)}
-            cache_uncond = {"encoder_hidden_states": encode_text([""]).expand(batch, -1, -1).contiguous()}
+        return _encode_text(tok, te, texts)
 
     def student(s, t, c, w):
         return unet_call(unet, s, t, c)
@@ -161,16 +196,26 @@ def main() -> None:
     ap.add_argument("--rank", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=1, help="alternate the variants this many times")
-    ap.add_argument("--variant", choices=("ours", "reference"), help=argparse.SUPPRESS)
+    ap.add_argument("--variant", choices=("ours", "reference", "cache"), help=argparse.SUPPRESS)
+    ap.add_argument("--cache", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.variant:  # child process
-        print(json.dumps(run_variant(args.variant, args.workload, args.batch, args.latent, args.steps, args.rank, args.threads)))
+    if args.variant == "cache":  # child process
+        write_cache(args.workload, args.batch, args.latent, args.cache)
         return
+    if args.variant:  # child process
+        print(json.dumps(run_variant(args.variant, args.workload, args.batch, args.latent, args.steps, args.rank,
+                                     args.threads, args.cache)))
+        return
+    import tempfile
+
+    cache = str(Path(tempfile.mkdtemp()) / "cache.safetensors")
+    common = ["--workload", args.workload, "--batch", str(args.batch), "--latent", str(args.latent)]
+    subprocess.run([sys.executable, __file__, "--variant", "cache", "--cache", cache, *common], check=True, capture_output=True)
     results: dict[str, list[dict]] = {"reference": [], "ours": []}
     for _ in range(args.repeats):
         for variant in ("reference", "ours"):
-            cmd = [sys.executable, __file__, "--variant", variant, "--workload", args.workload, "--batch", str(args.batch),
-                   "--latent", str(args.latent), "--steps", str(args.steps), "--rank", str(args.rank), "--threads", str(args.threads)]
+            cmd = [sys.executable, __file__, "--variant", variant, *common, "--steps", str(args.steps), "--rank", str(args.rank),
+                   "--threads", str(args.threads), "--cache", cache]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
             results[variant].append(json.loads(out))
             print(out, flush=True)

@@ -157,11 +157,6 @@ class TrainConfig:
             return False
         return bool(json.loads(cfg.read_text()).get("time_cond_proj_dim"))
 
-    @property
-    def topk(self) -> int:
-        """The skipping step k = T // N (T = 1000)."""
-        return 1000 // self.num_ddim_timesteps
-
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict of all fields."""
         return dataclasses.asdict(self)

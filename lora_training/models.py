@@ -117,7 +117,7 @@ def build_models(cfg: TrainConfig, accelerator) -> TrainModels:
         raise ValueError("nf4_base quantises a frozen base: it only applies to method 'lora'.")
     pipe = load_pipeline(cfg.pretrained_model, single_file_config=cfg.single_file_config)
     if cfg.nf4_base:
-        pipe.unet = _nf4_unet(cfg.pretrained_model, weight_dtype)
+        pipe.register_modules(unet=_nf4_unet(cfg.pretrained_model, weight_dtype))
     parts = teacher_parts(pipe)
     device = accelerator.device
     for name in ("vae", "text_encoder", "text_encoder_2"):
@@ -155,6 +155,12 @@ def build_models(cfg: TrainConfig, accelerator) -> TrainModels:
     else:  # LCF of a full LCM
         student = unet.float().to(device).requires_grad_(True)
         w_dim = int(unet.config["time_cond_proj_dim"])
+    if cfg.cache_file and cfg.validation_steps == 0 and is_lora:
+        # Latents and embeddings come from the cache and the LoRA export needs no pipeline: free the encoders.
+        drop = {n: None for n in ("vae", "text_encoder", "text_encoder_2") if getattr(pipe, n, None) is not None}
+        pipe.register_modules(**drop)
+        parts.vae = None
+        logger.info("training from the cache: released %s", ", ".join(drop))
     if cfg.gradient_checkpointing:
         student.enable_gradient_checkpointing()
     trainable = [(n, p) for n, p in student.named_parameters() if p.requires_grad]
