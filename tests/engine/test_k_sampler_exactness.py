@@ -133,3 +133,16 @@ def test_off_grid_sigma_rejected(where):
 def test_gamma_out_of_range_rejected():
     with pytest.raises(ValueError, match=r"gamma must be in \[0, 1\]"):
         sample_lcm(lambda x, s: x, torch.zeros(1, 4, 2, 2), lcm_sigmas(2), disable=True, gamma=1.5)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.3])
+def test_tcd_gamma_matches_scheduler_in_sigma_space(gamma):
+    _, external = import_k_diffusion()
+    unet = tiny_unet()
+    scheduler = LCMPluginScheduler(gamma=gamma)
+    denoiser = external.CompVisDenoiser(_CompVisWrapper(unet, scheduler.alphas_cumprod))
+    gen = torch.Generator().manual_seed(2)
+    x0, noise, cond = torch.randn(SHAPE, generator=gen), torch.randn(SHAPE, generator=gen), torch.randn(2, 5, 32, generator=gen)
+    reference = _diffusers_loop(unet, scheduler, 4, 1.0, x0, noise, cond, seed=3)
+    ours = _k_loop(denoiser, scheduler.alphas_cumprod, 4, 1.0, x0, noise, cond, seed=3, gamma=gamma)
+    assert (ours - reference).abs().max().item() <= 1e-4
