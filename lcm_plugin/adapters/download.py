@@ -353,6 +353,11 @@ def download_adapter(
             source=f"hub:{entry.repo_id}/{entry.filename}",
             remove_src=False,
         )
+    if _env_true("HF_HUB_OFFLINE"):
+        raise FileNotFoundError(
+            f"offline (HF_HUB_OFFLINE=1): --no-hub downloads of {entry.repo_id}/{entry.filename} "
+            "need the network; unset HF_HUB_OFFLINE or use the Hub cache (drop --no-hub)"
+        )
     url = f"{hub_endpoint()}/{entry.repo_id}/resolve/{entry.revision}/{entry.filename}"
     return download_url(
         url, dest, sha256=digest, size=entry.size, retries=retries, progress=progress, expect_arch=file_arch

@@ -154,11 +154,16 @@ def test_offline_mode_uses_the_cache_or_names_what_is_missing(tmp_path, server, 
     assert result.path.read_bytes() == data and len(server.requests) == seen
 
 
-def test_no_hub_download_uses_hf_endpoint_urls(tmp_path, server, hub_env):
+def test_no_hub_download_uses_hf_endpoint_urls(tmp_path, server, hub_env, monkeypatch):
     data, _ = hub_env
     result = download_adapter("tiny", tmp_path, use_hub=False, progress=False)
     assert result.path.read_bytes() == data
     assert server.requests[-1][1] == f"/{REPO}/resolve/main/{FILE}"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(
+        FileNotFoundError, match="--no-hub downloads of test-org/tiny-lcm-lora/.* need the network"
+    ):
+        download_adapter("tiny", tmp_path / "offline", use_hub=False, progress=False)
 
 
 def test_missing_toy_adapter_and_unknown_names_are_clear(tmp_path, monkeypatch):
