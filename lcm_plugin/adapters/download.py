@@ -212,6 +212,12 @@ def _verify_and_place(
             )
         if expect_arch is not None:
             check_file_arch(tmp, expect_arch)
+        elif dest.suffix == ".safetensors":
+            from lcm_plugin.adapters.safetensors_io import read_header
+
+            read_header(
+                tmp
+            )  # refuses pickles, truncated or foreign files before they get a .safetensors name
         os.replace(tmp, dest)
     except BaseException:
         if remove_src or tmp is not src:

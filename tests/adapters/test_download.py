@@ -196,3 +196,10 @@ def test_toy_adapter_is_listed_and_installed_when_present(tmp_path, monkeypatch)
     result = download_adapter("lcm-lora-toy", tmp_path / "loras")
     assert result.path.read_bytes() == lora_bytes(768)
     assert leftovers(tmp_path / "loras") == ["lcm-lora-toy.safetensors"]
+
+
+def test_truncated_safetensors_from_a_url_is_refused_even_without_checksum(tmp_path, server):
+    url = server.add("/a.safetensors", lora_bytes(768)[:-10])
+    with pytest.raises(ValueError, match=r"\.a\.safetensors\.part is truncated: tensors need \d+ bytes"):
+        download_url(url, tmp_path / "a.safetensors", progress=False)
+    assert leftovers(tmp_path) == []
