@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lcm_plugin.adapters.registry import KnownAdapter, find
+from lcm_plugin.adapters.safetensors_io import give_default_mode
 
 logger = logging.getLogger(__name__)
 
@@ -213,6 +214,7 @@ def _verify_and_place(
     try:
         if tmp is not src:
             shutil.copyfile(src, tmp)
+            give_default_mode(tmp)
         actual_size = tmp.stat().st_size
         if size is not None and actual_size != size:
             raise ValueError(

@@ -138,6 +138,17 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     return load_file(str(path), device="cpu"), header.metadata
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def give_default_mode(path: str | os.PathLike) -> None:
+    """chmod a ``mkstemp`` file (created 0600) to what a plain ``open()`` would give (0666 minus umask)."""
+    os.chmod(path, 0o666 & ~_current_umask())
+
+
 def save_atomic(
     tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None
 ) -> Path:
@@ -154,6 +165,7 @@ def save_atomic(
     try:
         contiguous = {k: v.detach().contiguous() for k, v in tensors.items()}
         save_file(contiguous, tmp, metadata=metadata or None)
+        give_default_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -160,6 +161,9 @@ def test_convert_file_casts_dtype_and_leaves_no_temp_files(tmp_path, sd15_lora):
     assert {m.down.dtype for m in adapter.modules.values()} == {torch.float16}
     assert {m.alpha_value for m in adapter.modules.values()} == {8.0}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.safetensors", "out.safetensors"]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert result.output.stat().st_mode & 0o777 == 0o666 & ~mask  # what open() gives, not mkstemp's 0600
     with pytest.raises(ValueError, match="output path equals input path"):
         convert_file(src, src)
     with pytest.raises(ValueError, match="unknown dtype"):
