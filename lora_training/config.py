@@ -12,8 +12,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from lcm_plugin.core.solvers import SOLVERS
-
 METHODS = ("lora", "lcd", "lcf")
 TARGETS = ("student", "ema")
 LOSSES = ("l2", "huber")
@@ -53,7 +51,7 @@ class TrainConfig:
     max_bad_fraction: float = _f(0.05, "abort when more than this fraction of images is corrupt or lacks a caption")
     # --- LCM distillation ---
     num_ddim_timesteps: int = _f(50, "N of the skipping-step grid (k = T // N); the paper's k = 20 is N = 50")
-    solver: str = _f("ddim", f"teacher ODE solver, one of {SOLVERS} (dpmpp_2m costs one more teacher pass)")
+    solver: str = _f("ddim", "teacher ODE solver: ddim, euler or dpmpp_2m (dpmpp_2m costs one more teacher pass)")
     w_min: float = _f(5.0, "lower bound of the sampled guidance w (LCM formulation; CFG scale = w + 1)")
     w_max: float = _f(15.0, "upper bound of the sampled guidance w")
     omega: float | None = _f(None, "fixed guidance w instead of sampling U[w_min, w_max] (LCM-LoRA used 7.5)")
@@ -104,8 +102,9 @@ class TrainConfig:
             bad(f"method {self.method!r} is not supported; use one of {METHODS}.")
         if not self.pretrained_model:
             bad("pretrained_model is required: pass a diffusers pipeline folder or a single-file checkpoint.")
-        if self.solver not in SOLVERS:
-            bad(f"solver {self.solver!r} is not supported; use one of {SOLVERS}.")
+        from lcm_plugin.core.solvers import check_solver  # lazy: keeps `lcm-plugin --help` free of torch
+
+        check_solver(self.solver)
         if self.target not in TARGETS:
             bad(f"target {self.target!r} is not supported; use one of {TARGETS}.")
         if self.loss_type not in LOSSES:
