@@ -22,6 +22,7 @@ class TeacherConfig:
         threads: torch CPU threads (1 is fastest on a busy shared CPU: 2 threads stall on each other).
         vae_max_minutes / max_minutes: caps on the wall time of the VAE / UNet phase (stop early and log the
             step reached; CPU speed varies on shared machines); 0 = no cap.
+        decoder_steps / decoder_lr / decoder_max_minutes: final decoder-only fine-tuning (encoder frozen).
         save_every: save the pipeline every this many UNet steps (so a killed run still leaves a model).
     """
 
@@ -42,13 +43,16 @@ class TeacherConfig:
     vae_max_minutes: float = 0.0
     max_minutes: float = 0.0
     save_every: int = 250
+    decoder_steps: int = 3000
+    decoder_lr: float = 1e-3
+    decoder_max_minutes: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("n_train", "vae_batch", "unet_batch", "threads", "save_every", "warmup"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.vae_steps < 0 or self.unet_steps < 0:
-            raise ValueError("vae_steps and unet_steps must be >= 0")
+        if self.vae_steps < 0 or self.unet_steps < 0 or self.decoder_steps < 0:
+            raise ValueError("vae_steps, unet_steps and decoder_steps must be >= 0")
         if not 0.0 <= self.cfg_dropout < 1.0:
             raise ValueError(f"cfg_dropout must be in [0, 1), got {self.cfg_dropout}")
         if not 0.0 <= self.ema_decay < 1.0:

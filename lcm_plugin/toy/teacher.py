@@ -3,7 +3,8 @@
 Recipe (as SD, shrunk): 1) train the autoencoder on toy images; 2) encode the training set once and set the
 VAE ``scaling_factor`` to 1/std of the latents; 3) train the UNet (epsilon prediction, SD noise schedule) and
 the text encoder jointly, with 10% empty captions for classifier-free guidance, min-SNR-5 loss weighting and
-an EMA of the weights; 4) save a standard ``StableDiffusionPipeline`` folder (fp16 safetensors).
+an EMA of the weights; 4) fine-tune the VAE decoder alone (encoder frozen) for sharper edges; 5) save a
+standard ``StableDiffusionPipeline`` folder (fp16 safetensors).
 """
 
 from __future__ import annotations
@@ -53,6 +54,39 @@ def train_vae(vae, images: torch.Tensor, cfg: TeacherConfig, generator: torch.Ge
         if cfg.vae_max_minutes > 0 and time.time() - start > cfg.vae_max_minutes * 60:
             logger.warning("vae_max_minutes reached: stopping the VAE at step %d of %d (loss %.5f)", step + 1, cfg.vae_steps, loss.item())
             break
+    vae.eval()
+    return vae
+
+
+def finetune_decoder(vae, images: torch.Tensor, cfg: TeacherConfig, generator: torch.Generator):
+    """Fine-tune only the VAE decoder (encoder frozen, so the latent space the UNet learnt is unchanged) for
+    sharper edges, as SD's ft-MSE VAE did: MSE + L1 on reconstructions of the posterior mode."""
+    for p in vae.parameters():
+        p.requires_grad_(False)
+    params = [p for name, p in vae.named_parameters() if name.startswith(("decoder.", "post_quant_conv."))]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=cfg.decoder_lr, weight_decay=0.0)
+    vae.train()
+    start = time.time()
+    for step in tqdm(range(cfg.decoder_steps), desc="decoder", mininterval=10):
+        for g in opt.param_groups:
+            g["lr"] = cfg.decoder_lr * 0.5 * (1.0 + math.cos(math.pi * step / cfg.decoder_steps))
+        x = images[torch.randint(0, len(images), (cfg.vae_batch,), generator=generator)]
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.mode()
+        rec = vae.decode(z).sample
+        loss = F.mse_loss(rec, x) + F.l1_loss(rec, x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 100 == 0 or step == cfg.decoder_steps - 1:
+            logger.info("decoder step %d loss %.5f (mse %.5f)", step, loss.item(), F.mse_loss(rec, x).item())
+        if cfg.decoder_max_minutes > 0 and time.time() - start > cfg.decoder_max_minutes * 60:
+            logger.warning("decoder_max_minutes reached: stopping at step %d of %d", step + 1, cfg.decoder_steps)
+            break
+    for p in vae.parameters():
+        p.requires_grad_(True)
     vae.eval()
     return vae
 
@@ -182,6 +216,9 @@ def train_teacher(
         if cfg.max_minutes > 0 and time.time() - unet_t0 > cfg.max_minutes * 60:
             logger.warning("max_minutes reached: stopping the UNet phase at step %d of %d", step + 1, cfg.unet_steps)
             break
+    if cfg.decoder_steps > 0:
+        # Independent of the UNet phase (own generator), so it gives the same decoder whenever it runs.
+        finetune_decoder(vae, images, cfg, torch.Generator().manual_seed(cfg.seed + 1))
     save()
     shutil.rmtree(tok_dir, ignore_errors=True)
     logger.info("teacher saved to %s in %.1f min", out, (time.time() - t0) / 60)

@@ -70,7 +70,7 @@ def test_tiny_training_run_writes_a_loadable_pipeline(tmp_path):
     from lcm_plugin.toy.configs import TeacherConfig
     from lcm_plugin.toy.teacher import train_teacher
 
-    cfg = TeacherConfig(n_train=32, vae_steps=2, vae_batch=4, unet_steps=2, unet_batch=4, save_every=1, warmup=1)
+    cfg = TeacherConfig(n_train=32, vae_steps=2, vae_batch=4, unet_steps=2, unet_batch=4, save_every=1, warmup=1, decoder_steps=2)
     out = train_teacher(tmp_path / "t", cfg)
     pipe = models.load_pipeline(out)
     assert pipe.vae.config.scaling_factor > 0 and pipe.unet.config.sample_size == 8

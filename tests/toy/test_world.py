@@ -104,3 +104,17 @@ def test_bad_split_or_index_is_rejected():
         world.sample(CFG, "training", 0)
     with pytest.raises(ValueError, match="index must be >= 0"):
         world.sample(CFG, "train", -1)
+
+
+def test_toy_dataset_matches_the_world():
+    from lcm_plugin.toy.data import ToyDataset
+
+    ds = ToyDataset("train", length=4, start=10)
+    item = ds[2]
+    img, text, _ = world.sample(CFG, "train", 12)
+    assert item["text"] == text and item["pixel_values"].shape == (3, 32, 32)
+    assert np.allclose((item["pixel_values"].numpy().transpose(1, 2, 0) + 1) / 2, img, atol=1e-6)
+    with pytest.raises(IndexError, match="out of range"):
+        ds[4]
+    with pytest.raises(ValueError, match="unknown split"):
+        ToyDataset("nope")
