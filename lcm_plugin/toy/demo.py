@@ -15,6 +15,8 @@ from lcm_plugin.toy import paths, world
 
 logger = logging.getLogger(__name__)
 
+GRID_SEEDS = 2
+
 # Ground-truth scenes of the default prompts (one uses a held-out colour/shape combination).
 DEMO_PROMPTS: tuple[tuple[str, world.Scene], ...] = (
     ("a large red circle in the center on a black background", world.Scene(1, "black", "circle", "red", size="large", position="center")),
@@ -100,10 +102,13 @@ def run_demo(args: argparse.Namespace) -> dict:
 
             row["adherence"] = adherence(judge, images, [s for s in scenes for _ in range(args.seeds)])
         rows.append(row)
-        grid_rows.append((label[:30], images))
+        # Grid: one row per (method, seed) for the first GRID_SEEDS seeds, one column per prompt.
+        per_prompt = images.reshape(len(prompts), args.seeds, *images.shape[1:])
+        for j in range(min(args.seeds, GRID_SEEDS)):
+            grid_rows.append((f"{label[:34]} s{j}", per_prompt[:, j]))
     pipe.scheduler = original
     scale = max(1, 96 // int(grid_rows[0][1].shape[-1]))
-    titles = [f"p{i + 1}s{j}" for i in range(len(prompts)) for j in range(args.seeds)]
+    titles = [f"p{i + 1}" for i in range(len(prompts))]
     out = image_grid(grid_rows, args.out, scale=scale, column_titles=titles)
     return {"rows": rows, "out": out, "seconds": time.perf_counter() - t_start, "load_seconds": load_s, "prompts": prompts}
 

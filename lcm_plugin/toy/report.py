@@ -107,7 +107,7 @@ def image_grid(rows_of_images: Sequence[tuple[str, torch.Tensor]], path: str | o
         raise ValueError("image_grid needs at least one row of images")
     n = max(len(t) for _, t in rows_of_images)
     h, w = rows_of_images[0][1].shape[-2:]
-    cell_w, cell_h, label_w, top = w * scale + 4, h * scale + 4, 190, 18 if column_titles else 4
+    cell_w, cell_h, label_w, top = w * scale + 4, h * scale + 4, 230, 18 if column_titles else 4
     img = Image.new("RGB", (label_w + n * cell_w, top + len(rows_of_images) * cell_h), "white")
     draw = ImageDraw.Draw(img)
     for j, title in enumerate(column_titles or []):

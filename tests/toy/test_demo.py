@@ -15,7 +15,7 @@ def test_demo_with_lora_writes_grid(tmp_path, random_lora, capsys):
     assert "teacher DDIM 2 steps" in text and "LCM-LoRA 1 step" in text and "LCM-LoRA 2 steps" in text
     assert "adherence" in text and "total" in text
     with Image.open(out) as im:
-        assert im.size[0] > 6 * 96 and im.size[1] >= 3 * 96
+        assert im.size[0] > 6 * 96 and im.size[1] >= 3 * 96  # 6 prompt columns, 3 method rows (1 seed)
 
 
 def test_demo_without_lora_skips_lcm_rows(tmp_path, capsys):
