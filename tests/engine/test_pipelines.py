@@ -16,6 +16,31 @@ def _seed(n=0):
     return torch.Generator().manual_seed(n)
 
 
+def _latents(pipe, prompt, guidance_scale):
+    return pipe(
+        prompt,
+        num_inference_steps=4,
+        guidance_scale=guidance_scale,
+        generator=_seed(),
+        height=32,
+        width=32,
+        output_type="latent",
+    ).images
+
+
+def _hand_loop(pipe, prompt, scheduler, shape, timestep_cond=None):
+    """The 4-step LCM loop written out by hand: the independent reference for a pipeline run."""
+    embeds, _ = pipe.encode_prompt(prompt, "cpu", 1, False)
+    scheduler.set_timesteps(4)
+    gen = _seed()
+    x = torch.randn(shape, generator=gen)
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            out = pipe.unet(x, t, encoder_hidden_states=embeds, timestep_cond=timestep_cond).sample
+            x = scheduler.step(out, t, x, generator=gen).prev_sample
+    return x
+
+
 @pytest.fixture
 def sd_pipe(tmp_path):
     return tiny_sd_pipeline(tmp_path, LCMPluginScheduler())
@@ -58,25 +83,8 @@ def test_pipeline_eta_cannot_reset_gamma(tmp_path):
     assert not torch.equal(results[1.0], results[0.3])
     # And the pipeline result equals a hand-written loop with gamma = 0.3.
     pipe = tiny_sd_pipeline(tmp_path, LCMPluginScheduler(gamma=0.3))
-    latents = pipe(
-        "a circle",
-        num_inference_steps=4,
-        guidance_scale=1.0,
-        generator=_seed(),
-        height=32,
-        width=32,
-        output_type="latent",
-    ).images
-    embeds, _ = pipe.encode_prompt("a circle", "cpu", 1, False)
-    sched = LCMPluginScheduler(gamma=0.3)
-    sched.set_timesteps(4)
-    gen = _seed()
-    x = torch.randn(latents.shape, generator=gen)
-    with torch.no_grad():
-        for t in sched.timesteps:
-            x = sched.step(
-                pipe.unet(x, t, encoder_hidden_states=embeds).sample, t, x, generator=gen
-            ).prev_sample
+    latents = _latents(pipe, "a circle", 1.0)
+    x = _hand_loop(pipe, "a circle", LCMPluginScheduler(gamma=0.3), latents.shape)
     assert (x - latents).abs().max().item() <= 1e-5
 
 
@@ -131,34 +139,10 @@ def test_latent_consistency_pipeline_with_w_embedding(tmp_path):
     pipe = tiny_sd_pipeline(
         tmp_path, LCMPluginScheduler(), unet=unet, cls_name="LatentConsistencyModelPipeline"
     )
-    latents = pipe(
-        "a red circle",
-        num_inference_steps=4,
-        guidance_scale=8.0,
-        generator=_seed(),
-        height=32,
-        width=32,
-        output_type="latent",
-    ).images
+    latents = _latents(pipe, "a red circle", 8.0)
     # Independent loop: our w-embedding (w = guidance_scale - 1) fed to time_cond_proj_dim.
-    embeds, _ = pipe.encode_prompt("a red circle", "cpu", 1, False)
     w_emb = core.guidance_scale_embedding(torch.tensor([7.0]), embedding_dim=32)
-    sched = LCMPluginScheduler()
-    sched.set_timesteps(4)
-    gen = _seed()
-    x = torch.randn(latents.shape, generator=gen)
-    with torch.no_grad():
-        for t in sched.timesteps:
-            out = pipe.unet(x, t, encoder_hidden_states=embeds, timestep_cond=w_emb).sample
-            x = sched.step(out, t, x, generator=gen).prev_sample
+    x = _hand_loop(pipe, "a red circle", LCMPluginScheduler(), latents.shape, timestep_cond=w_emb)
     assert (x - latents).abs().max().item() <= 1e-5
-    other = pipe(
-        "a red circle",
-        num_inference_steps=4,
-        guidance_scale=3.0,
-        generator=_seed(),
-        height=32,
-        width=32,
-        output_type="latent",
-    ).images
+    other = _latents(pipe, "a red circle", 3.0)
     assert not torch.equal(other, latents)  # w really reaches the UNet
