@@ -226,3 +226,14 @@ def test_full_disk_on_export_is_clear_and_resume_exports(tmp_path, pipe_dir, dat
     monkeypatch.setattr(export_mod, "save_diffusers_lora", real)
     result = Trainer(base_config(tmp_path, pipe_dir, data_dir, max_train_steps=1, resume_from_checkpoint="latest")).train()
     assert result.outputs["diffusers_lora"].is_file() and result.losses == []
+
+
+def test_hf_dataset_needs_datasets(tmp_path):
+    import importlib.util
+
+    from lora_training.data import HFDataset
+
+    if importlib.util.find_spec("datasets") is not None:
+        pytest.skip("`datasets` is installed here; the missing-package message cannot be checked")
+    with pytest.raises(RuntimeError, match="hf_dataset needs the `datasets` package: pip install datasets"):
+        HFDataset(str(tmp_path), image_column="image", caption_column="text", resolution=RES)
