@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     intro = (
         "Teacher: the shipped toy SD pipeline (`lcm_plugin/toy/assets/teacher`). FD and KID are measured in the "
         "judge's 128-d penultimate features against the test-split images of the same prompts; "
-        "\"real (val vs test)\" is the real-vs-real baseline. Adherence = fraction of images whose every "
+        "\"real vs real (re-render)\" is the baseline: the same test scenes rendered again with independent jitter. Adherence = fraction of images whose every "
         "captioned attribute the judge reads back correctly (per-attribute columns follow).\n\n"
     )
     bench = ROOT / "BENCHMARKS.md"

@@ -36,7 +36,7 @@ def add_demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt", action="append", default=None, help="prompt (repeatable); default: six toy prompts")
     p.add_argument("--seeds", type=int, default=4, help="images per prompt and row")
     p.add_argument("--teacher-steps", type=int, default=25, help="teacher steps (DDIM)")
-    p.add_argument("--guidance", type=float, default=7.5, help="teacher CFG scale")
+    p.add_argument("--guidance", type=float, default=4.0, help="teacher CFG scale (4 was best on validation prompts)")
     p.add_argument("--lcm-steps", default="1,2,4", help="LCM step counts")
     p.add_argument("--lcm-guidance", type=float, default=1.0, help="LCM CFG scale")
     p.add_argument("--out", type=Path, default=Path("outputs/demo.png"), help="PNG to write")

@@ -206,7 +206,7 @@ def train_teacher(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        decay = cfg.ema_decay if resume is not None else min(cfg.ema_decay, (1 + step) / (10 + step))
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
             torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
         if step % 50 == 0:
