@@ -1,6 +1,6 @@
 """Pick the teacher's CFG scale on *validation* prompts (the table uses test prompts): DDIM, fixed steps.
 
-    python benchmarks/toy_guidance_scan.py [--model PATH] [--scales 2,4,7.5] [--steps 25] [--n 64]
+python benchmarks/toy_guidance_scan.py [--model PATH] [--scales 2,4,7.5] [--steps 25] [--n 64]
 """
 
 from __future__ import annotations
@@ -30,12 +30,15 @@ def main(argv: list[str] | None = None) -> int:
     judge, pipe = load_judge(paths.JUDGE), load_pipeline(args.model)
     real, scenes, prompts = real_images("val", args.n)
     metrics = _Metrics(judge, real, kid_subset=min(50, args.n))
-    print(f"| CFG | FD | KID | adherence all | DDIM steps | n | time (s) |\n|---|---|---|---|---|---|---|")
+    print("| CFG | FD | KID | adherence all | DDIM steps | n | time (s) |\n|---|---|---|---|---|---|---|")
     for scale in (float(s) for s in args.scales.split(",")):
         t0 = time.perf_counter()
         images = generate(pipe, prompts, args.steps, scale, seed=10_000, batch=args.n)
         fd, kid, _ = metrics(images)
-        print(f"| {scale:g} | {fd:.2f} | {kid:.4f} | {adherence(judge, images, scenes)['all']:.3f} | {args.steps} | {args.n} | {time.perf_counter() - t0:.0f} |", flush=True)
+        print(
+            f"| {scale:g} | {fd:.2f} | {kid:.4f} | {adherence(judge, images, scenes)['all']:.3f} | {args.steps} | {args.n} | {time.perf_counter() - t0:.0f} |",
+            flush=True,
+        )
     return 0
 
 

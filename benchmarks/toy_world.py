@@ -40,13 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     intro = (
         "Teacher: the shipped toy SD pipeline (`lcm_plugin/toy/assets/teacher`). FD and KID are measured in the "
         "judge's 128-d penultimate features against the test-split images of the same prompts; "
-        "\"real vs real (re-render)\" is the baseline: the same test scenes rendered again with independent jitter. Adherence = fraction of images whose every "
+        '"real vs real (re-render)" is the baseline: the same test scenes rendered again with independent jitter. Adherence = fraction of images whose every '
         "captioned attribute the judge reads back correctly (per-attribute columns follow).\n\n"
     )
     bench = ROOT / "BENCHMARKS.md"
     text = bench.read_text(encoding="utf-8") if bench.exists() else ""
     tmp = bench.with_name(bench.name + ".tmp")
-    tmp.write_text(replace_section(text, intro + table + ("\n" + args.notes if args.notes else "")), encoding="utf-8")
+    tmp.write_text(
+        replace_section(text, intro + table + ("\n" + args.notes if args.notes else "")), encoding="utf-8"
+    )
     os.replace(tmp, bench)
     print(f"updated {bench}")
     return 0

@@ -14,7 +14,9 @@ def _add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
     for f in dataclasses.fields(cls):
         if f.type in ("int", "float", "str") or f.type in (int, float, str):
             kind = {"int": int, "float": float, "str": str}.get(f.type, f.type)
-            parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default, help=f"(default {f.default})")
+            parser.add_argument(
+                f"--{f.name.replace('_', '-')}", type=kind, default=f.default, help=f"(default {f.default})"
+            )
 
 
 def _config_from_args(cls: type, args: argparse.Namespace):
@@ -68,11 +70,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("train-teacher", help="train the toy SD teacher and save a diffusers pipeline folder")
     p.add_argument("--out", type=Path, default=paths.TEACHER, help="output pipeline folder")
-    p.add_argument("--resume", type=Path, default=None, help="continue UNet training from this pipeline folder")
+    p.add_argument(
+        "--resume", type=Path, default=None, help="continue UNet training from this pipeline folder"
+    )
     _add_dataclass_args(p, TeacherConfig)
     p.set_defaults(handler=_train_teacher)
 
-    p = sub.add_parser("train-judge", help="train the judge classifier (features for FD/KID + attribute heads)")
+    p = sub.add_parser(
+        "train-judge", help="train the judge classifier (features for FD/KID + attribute heads)"
+    )
     p.add_argument("--out", type=Path, default=paths.JUDGE, help="output .safetensors file")
     _add_dataclass_args(p, JudgeTrainConfig)
     p.set_defaults(handler=_train_judge)
@@ -87,6 +93,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--count", type=int, default=1000, help="number of images")
     p.set_defaults(handler=_make_world)
 
-    p = subparsers.add_parser("demo", help="generate a grid with the toy teacher (and LCM-LoRA) and print timings")
+    p = subparsers.add_parser(
+        "demo", help="generate a grid with the toy teacher (and LCM-LoRA) and print timings"
+    )
     add_demo_args(p)
     p.set_defaults(handler=_demo)

@@ -12,7 +12,9 @@ from lcm_plugin.toy import paths, world
 def teacher_path() -> Path:
     """Folder of the shipped toy teacher (a StableDiffusionPipeline folder); raises if it is missing."""
     if not (paths.TEACHER / "model_index.json").is_file():
-        raise FileNotFoundError(f"toy teacher missing at {paths.TEACHER}; train it with `lcm-plugin toy train-teacher`")
+        raise FileNotFoundError(
+            f"toy teacher missing at {paths.TEACHER}; train it with `lcm-plugin toy train-teacher`"
+        )
     return paths.TEACHER
 
 
@@ -20,7 +22,13 @@ class ToyDataset(torch.utils.data.Dataset):
     """Samples ``start .. start+length-1`` of a toy split as {"pixel_values": (3, 32, 32) in [-1, 1],
     "text": caption, "index": i}. Deterministic: item i is the same on every machine (no global RNG)."""
 
-    def __init__(self, split: str = "train", length: int = 10000, start: int = 0, config: world.WorldConfig | None = None) -> None:
+    def __init__(
+        self,
+        split: str = "train",
+        length: int = 10000,
+        start: int = 0,
+        config: world.WorldConfig | None = None,
+    ) -> None:
         if split not in world.SPLITS:
             raise ValueError(f"unknown split {split!r}; use one of {world.SPLITS}")
         if length < 1 or start < 0:

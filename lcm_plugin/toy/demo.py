@@ -19,24 +19,53 @@ GRID_SEEDS = 2
 
 # Ground-truth scenes of the default prompts (one uses a held-out colour/shape combination).
 DEMO_PROMPTS: tuple[tuple[str, world.Scene], ...] = (
-    ("a large red circle in the center on a black background", world.Scene(1, "black", "circle", "red", size="large", position="center")),
-    ("a small blue triangle on the left on a white background", world.Scene(1, "white", "triangle", "blue", size="small", position="left")),
-    ("a large yellow square on the right on a gray background", world.Scene(1, "gray", "square", "yellow", size="large", position="right")),
-    ("a red square left of a yellow circle on a black background", world.Scene(2, "black", "square", "red", axis="horizontal", shape2="circle", colour2="yellow")),
-    ("a blue cross above a green triangle on a white background", world.Scene(2, "white", "cross", "blue", axis="vertical", shape2="triangle", colour2="green")),
-    ("a large purple triangle at the bottom on a gray background", world.Scene(1, "gray", "triangle", "purple", size="large", position="bottom")),
+    (
+        "a large red circle in the center on a black background",
+        world.Scene(1, "black", "circle", "red", size="large", position="center"),
+    ),
+    (
+        "a small blue triangle on the left on a white background",
+        world.Scene(1, "white", "triangle", "blue", size="small", position="left"),
+    ),
+    (
+        "a large yellow square on the right on a gray background",
+        world.Scene(1, "gray", "square", "yellow", size="large", position="right"),
+    ),
+    (
+        "a red square left of a yellow circle on a black background",
+        world.Scene(2, "black", "square", "red", axis="horizontal", shape2="circle", colour2="yellow"),
+    ),
+    (
+        "a blue cross above a green triangle on a white background",
+        world.Scene(2, "white", "cross", "blue", axis="vertical", shape2="triangle", colour2="green"),
+    ),
+    (
+        "a large purple triangle at the bottom on a gray background",
+        world.Scene(1, "gray", "triangle", "purple", size="large", position="bottom"),
+    ),
 )
 
 
 def add_demo_args(p: argparse.ArgumentParser) -> None:
     """Arguments of ``lcm-plugin demo``."""
-    p.add_argument("--model", type=Path, default=paths.TEACHER, help="diffusers pipeline folder (default: the toy teacher)")
-    p.add_argument("--lora", type=Path, default=paths.LCM_LORA, help="LCM-LoRA folder or file (rows skipped if absent)")
+    p.add_argument(
+        "--model",
+        type=Path,
+        default=paths.TEACHER,
+        help="diffusers pipeline folder (default: the toy teacher)",
+    )
+    p.add_argument(
+        "--lora", type=Path, default=paths.LCM_LORA, help="LCM-LoRA folder or file (rows skipped if absent)"
+    )
     p.add_argument("--judge", type=Path, default=paths.JUDGE, help="judge weights for the quality figures")
-    p.add_argument("--prompt", action="append", default=None, help="prompt (repeatable); default: six toy prompts")
+    p.add_argument(
+        "--prompt", action="append", default=None, help="prompt (repeatable); default: six toy prompts"
+    )
     p.add_argument("--seeds", type=int, default=4, help="images per prompt and row")
     p.add_argument("--teacher-steps", type=int, default=25, help="teacher steps (DDIM)")
-    p.add_argument("--guidance", type=float, default=4.0, help="teacher CFG scale (4 was best on validation prompts)")
+    p.add_argument(
+        "--guidance", type=float, default=4.0, help="teacher CFG scale (4 was best on validation prompts)"
+    )
     p.add_argument("--lcm-steps", default="1,2,4", help="LCM step counts")
     p.add_argument("--lcm-guidance", type=float, default=1.0, help="LCM CFG scale")
     p.add_argument("--out", type=Path, default=Path("outputs/demo.png"), help="PNG to write")
@@ -78,13 +107,29 @@ def run_demo(args: argparse.Namespace) -> dict:
 
         judge = load_judge(args.judge)
 
-    plans = [(f"teacher DDIM {args.teacher_steps} steps, CFG {args.guidance:g}", None, args.teacher_steps, args.guidance)]
+    plans = [
+        (
+            f"teacher DDIM {args.teacher_steps} steps, CFG {args.guidance:g}",
+            None,
+            args.teacher_steps,
+            args.guidance,
+        )
+    ]
     lora = _lora_file(args.lora)
     if lora is None:
-        print(f"LCM rows skipped: no LCM-LoRA at {args.lora} (distil one with the trainer, then pass --lora PATH)")
+        print(
+            f"LCM rows skipped: no LCM-LoRA at {args.lora} (distil one with the trainer, then pass --lora PATH)"
+        )
     else:
         for n in parse_steps(args.lcm_steps):
-            plans.append((f"LCM-LoRA {n} step{'s' if n > 1 else ''}, CFG {args.lcm_guidance:g}", "lcm", n, args.lcm_guidance))
+            plans.append(
+                (
+                    f"LCM-LoRA {n} step{'s' if n > 1 else ''}, CFG {args.lcm_guidance:g}",
+                    "lcm",
+                    n,
+                    args.lcm_guidance,
+                )
+            )
 
     rows, grid_rows, original = [], [], pipe.scheduler
     for label, kind, steps, guidance in plans:
@@ -96,7 +141,14 @@ def run_demo(args: argparse.Namespace) -> dict:
         images = generate(pipe, all_prompts, steps, guidance, seed=0, batch=len(all_prompts))
         seconds = time.perf_counter() - t0
         evals = steps * (2 if guidance > 1.0 else 1)
-        row = {"label": label, "steps": steps, "guidance": guidance, "unet_evals": evals, "seconds": seconds, "adherence": None}
+        row = {
+            "label": label,
+            "steps": steps,
+            "guidance": guidance,
+            "unet_evals": evals,
+            "seconds": seconds,
+            "adherence": None,
+        }
         if judge is not None and images.shape[-1] == 32:
             from lcm_plugin.toy.judge import adherence
 
@@ -110,7 +162,13 @@ def run_demo(args: argparse.Namespace) -> dict:
     scale = max(1, 96 // int(grid_rows[0][1].shape[-1]))
     titles = [f"p{i + 1}" for i in range(len(prompts))]
     out = image_grid(grid_rows, args.out, scale=scale, column_titles=titles)
-    return {"rows": rows, "out": out, "seconds": time.perf_counter() - t_start, "load_seconds": load_s, "prompts": prompts}
+    return {
+        "rows": rows,
+        "out": out,
+        "seconds": time.perf_counter() - t_start,
+        "load_seconds": load_s,
+        "prompts": prompts,
+    }
 
 
 def run_demo_command(args: argparse.Namespace) -> int:

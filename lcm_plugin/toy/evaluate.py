@@ -49,9 +49,13 @@ class Sampler:
 
     def __post_init__(self) -> None:
         if not self.steps or any(int(s) < 1 for s in self.steps):
-            raise ValueError(f"steps of sampler {self.name!r} must be a non-empty list of integers >= 1, got {self.steps}")
+            raise ValueError(
+                f"steps of sampler {self.name!r} must be a non-empty list of integers >= 1, got {self.steps}"
+            )
         if self.guidance_scale < 0:
-            raise ValueError(f"guidance_scale of sampler {self.name!r} must be >= 0, got {self.guidance_scale}")
+            raise ValueError(
+                f"guidance_scale of sampler {self.name!r} must be >= 0, got {self.guidance_scale}"
+            )
 
 
 @dataclass(frozen=True)
@@ -97,7 +101,12 @@ def standard_samplers(guidance_scale: float = 4.0, steps: Sequence[int] = STANDA
     st = tuple(int(s) for s in steps)
     return [
         Sampler("DDIM", lambda c: DDIMScheduler.from_config(c), guidance_scale, st),
-        Sampler("DPM-Solver++", lambda c: DPMSolverMultistepScheduler.from_config(c, algorithm_type="dpmsolver++"), guidance_scale, st),
+        Sampler(
+            "DPM-Solver++",
+            lambda c: DPMSolverMultistepScheduler.from_config(c, algorithm_type="dpmsolver++"),
+            guidance_scale,
+            st,
+        ),
         Sampler("Euler", lambda c: EulerDiscreteScheduler.from_config(c), guidance_scale, st),
     ]
 
@@ -113,7 +122,9 @@ def lcm_scheduler_factory() -> Callable[[Any], Any]:
     return lambda c: cls.from_config(c)
 
 
-def lcm_sampler(lora: str | None, steps: Sequence[int] = (1, 2, 4, 8), guidance_scale: float = 1.0, name: str = "LCM-LoRA") -> Sampler:
+def lcm_sampler(
+    lora: str | None, steps: Sequence[int] = (1, 2, 4, 8), guidance_scale: float = 1.0, name: str = "LCM-LoRA"
+) -> Sampler:
     """An LCM row: the LCM scheduler with an LCM-LoRA (or a full LCM checkpoint when ``lora`` is None)."""
     return Sampler(name, lcm_scheduler_factory(), guidance_scale, tuple(int(s) for s in steps), lora=lora)
 
@@ -127,7 +138,9 @@ class _Metrics:
 
         feats = JudgeFeatures(judge)
         self.fid = FrechetInceptionDistance(feature=feats, reset_real_features=False, normalize=True)
-        self.kid = KernelInceptionDistance(feature=feats, reset_real_features=False, normalize=True, subset_size=min(kid_subset, len(real)))
+        self.kid = KernelInceptionDistance(
+            feature=feats, reset_real_features=False, normalize=True, subset_size=min(kid_subset, len(real))
+        )
         self.fid.update(real, real=True)
         self.kid.update(real, real=True)
 
@@ -142,18 +155,28 @@ class _Metrics:
 
 
 @torch.no_grad()
-def generate(pipe, prompts: Sequence[str], steps: int, guidance_scale: float, seed: int, batch: int) -> torch.Tensor:
+def generate(
+    pipe, prompts: Sequence[str], steps: int, guidance_scale: float, seed: int, batch: int
+) -> torch.Tensor:
     """Images (N, 3, H, W) in [0, 1] for ``prompts``; sample i always starts from generator seed ``seed + i``."""
     out = []
     for i in range(0, len(prompts), batch):
         chunk = list(prompts[i : i + batch])
         gens = [torch.Generator().manual_seed(seed + i + j) for j in range(len(chunk))]
-        res = pipe(prompt=chunk, num_inference_steps=steps, guidance_scale=guidance_scale, generator=gens, output_type="pt")
+        res = pipe(
+            prompt=chunk,
+            num_inference_steps=steps,
+            guidance_scale=guidance_scale,
+            generator=gens,
+            output_type="pt",
+        )
         out.append(res.images.float().cpu().clamp(0, 1))
     return torch.cat(out)
 
 
-def second_render(split: str, count: int, config: world.WorldConfig | None = None) -> tuple[torch.Tensor, list[world.Scene]]:
+def second_render(
+    split: str, count: int, config: world.WorldConfig | None = None
+) -> tuple[torch.Tensor, list[world.Scene]]:
     """The scenes of ``split`` 0..count-1 drawn again with independent randomness (position/size/colour jitter,
     texture): real images for the *same* prompts, as a generator matching the prompts perfectly would give."""
     import hashlib
@@ -164,8 +187,12 @@ def second_render(split: str, count: int, config: world.WorldConfig | None = Non
     images, scenes = [], []
     for i in range(count):
         scene, _ = world.sample_scene(config, split, i)
-        seed = int.from_bytes(hashlib.sha256(f"second-render/{config.seed}/{split}/{i}".encode()).digest()[:8], "little")
-        images.append(torch.from_numpy(world.render(scene, np.random.default_rng(seed), config)).permute(2, 0, 1))
+        seed = int.from_bytes(
+            hashlib.sha256(f"second-render/{config.seed}/{split}/{i}".encode()).digest()[:8], "little"
+        )
+        images.append(
+            torch.from_numpy(world.render(scene, np.random.default_rng(seed), config)).permute(2, 0, 1)
+        )
         scenes.append(scene)
     # Same quantisation as the reference images (uint8 PNG-like).
     return (torch.stack(images) * 255).round() / 255, scenes
@@ -179,7 +206,9 @@ def real_baseline(judge: Judge, cfg: EvalConfig) -> EvalRow:
     return EvalRow(BASELINE_NAME, 0, 0.0, fd, kid, kid_std, adherence(judge, other, other_scenes), 0.0, 0)
 
 
-def evaluate_samplers(pipe, samplers: Sequence[Sampler], judge: Judge, cfg: EvalConfig | None = None, keep_samples: int = 0) -> list[EvalRow]:
+def evaluate_samplers(
+    pipe, samplers: Sequence[Sampler], judge: Judge, cfg: EvalConfig | None = None, keep_samples: int = 0
+) -> list[EvalRow]:
     """Evaluate every (sampler, steps) on the toy test prompts; the first row is the real-vs-real baseline.
 
     ``pipe`` is a loaded StableDiffusionPipeline (toy teacher or a real checkpoint generating 32x32 images);
@@ -205,10 +234,28 @@ def evaluate_samplers(pipe, samplers: Sequence[Sampler], judge: Judge, cfg: Eval
                     seconds = time.perf_counter() - t0
                     fd, kid, kid_std = metrics(images)
                     evals = steps * (2 if sampler.guidance_scale > 1.0 else 1)
-                    row = EvalRow(sampler.name, steps, sampler.guidance_scale, fd, kid, kid_std, adherence(judge, images, scenes), seconds, evals)
+                    row = EvalRow(
+                        sampler.name,
+                        steps,
+                        sampler.guidance_scale,
+                        fd,
+                        kid,
+                        kid_std,
+                        adherence(judge, images, scenes),
+                        seconds,
+                        evals,
+                    )
                     row.samples = images[:keep_samples].clone() if keep_samples else None
                     rows.append(row)
-                    logger.info("%s %d steps: FD %.3f KID %.5f adherence %.3f (%.1f s)", sampler.name, steps, fd, kid, row.adherence["all"], seconds)
+                    logger.info(
+                        "%s %d steps: FD %.3f KID %.5f adherence %.3f (%.1f s)",
+                        sampler.name,
+                        steps,
+                        fd,
+                        kid,
+                        row.adherence["all"],
+                        seconds,
+                    )
             finally:
                 if sampler.lora:
                     pipe.unload_lora_weights()

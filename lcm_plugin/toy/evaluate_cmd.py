@@ -18,7 +18,7 @@ SAMPLER_NAMES = ("ddim", "dpm++", "euler")
 
 
 def parse_steps(text: str) -> tuple[int, ...]:
-    """"1,2,4" -> (1, 2, 4); raises ValueError on anything else."""
+    """ "1,2,4" -> (1, 2, 4); raises ValueError on anything else."""
     try:
         steps = tuple(int(s) for s in text.split(",") if s.strip())
     except ValueError:
@@ -30,16 +30,35 @@ def parse_steps(text: str) -> tuple[int, ...]:
 
 def add_evaluate_args(p: argparse.ArgumentParser) -> None:
     """Arguments of ``lcm-plugin toy evaluate``."""
-    p.add_argument("--model", type=Path, default=paths.TEACHER, help="diffusers pipeline folder (default: the toy teacher)")
+    p.add_argument(
+        "--model",
+        type=Path,
+        default=paths.TEACHER,
+        help="diffusers pipeline folder (default: the toy teacher)",
+    )
     p.add_argument("--judge", type=Path, default=paths.JUDGE, help="judge weights (.safetensors)")
-    p.add_argument("--out-dir", type=Path, default=Path("outputs/toy_eval"), help="where the .md and .png files go")
-    p.add_argument("--samplers", default="ddim,dpm++,euler", help=f"teacher samplers, any of {','.join(SAMPLER_NAMES)}; '' for none")
+    p.add_argument(
+        "--out-dir", type=Path, default=Path("outputs/toy_eval"), help="where the .md and .png files go"
+    )
+    p.add_argument(
+        "--samplers",
+        default="ddim,dpm++,euler",
+        help=f"teacher samplers, any of {','.join(SAMPLER_NAMES)}; '' for none",
+    )
     p.add_argument("--steps", default="1,2,4,8,25,50", help="teacher step counts")
-    p.add_argument("--guidance", type=float, default=4.0, help="teacher CFG scale (4 was best on validation prompts)")
-    p.add_argument("--lcm-lora", type=Path, default=None, help="add LCM rows with this LCM-LoRA (folder or .safetensors)")
+    p.add_argument(
+        "--guidance", type=float, default=4.0, help="teacher CFG scale (4 was best on validation prompts)"
+    )
+    p.add_argument(
+        "--lcm-lora", type=Path, default=None, help="add LCM rows with this LCM-LoRA (folder or .safetensors)"
+    )
     p.add_argument("--lcm-steps", default="1,2,4,8", help="LCM step counts")
-    p.add_argument("--lcm-guidance", type=float, default=1.0, help="LCM CFG scale (1 = no unconditional pass)")
-    p.add_argument("--n-samples", type=int, default=128, help="generated images per row (= real reference size)")
+    p.add_argument(
+        "--lcm-guidance", type=float, default=1.0, help="LCM CFG scale (1 = no unconditional pass)"
+    )
+    p.add_argument(
+        "--n-samples", type=int, default=128, help="generated images per row (= real reference size)"
+    )
     p.add_argument("--batch", type=int, default=128, help="images per pipeline call")
     p.add_argument("--seed", type=int, default=0, help="sample i starts from generator seed SEED+i")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -47,12 +66,12 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
 
 def run_evaluate_command(args: argparse.Namespace) -> int:
     """Handler of ``lcm-plugin toy evaluate``: print the table and write Markdown + PNG chart + sample grid."""
+    import torch
+
     from lcm_plugin.toy.evaluate import EvalConfig, lcm_sampler, standard_samplers
     from lcm_plugin.toy.judge import load_judge
     from lcm_plugin.toy.models import load_pipeline
     from lcm_plugin.toy.report import image_grid, metrics_chart, write_markdown
-
-    import torch
 
     torch.set_num_threads(args.threads)
     names = [s.strip().lower() for s in args.samplers.split(",") if s.strip()]
@@ -66,7 +85,13 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
     cfg = EvalConfig(n_samples=args.n_samples, batch=args.batch, seed=args.seed)
     judge = load_judge(args.judge)
     pipe = load_pipeline(args.model)
-    samplers = [s for s, key in zip(standard_samplers(args.guidance, parse_steps(args.steps)), SAMPLER_NAMES, strict=True) if key in names]
+    samplers = [
+        s
+        for s, key in zip(
+            standard_samplers(args.guidance, parse_steps(args.steps)), SAMPLER_NAMES, strict=True
+        )
+        if key in names
+    ]
     if args.lcm_lora is not None:
         samplers.append(lcm_sampler(str(args.lcm_lora), parse_steps(args.lcm_steps), args.lcm_guidance))
     from lcm_plugin.toy.evaluate import evaluate_samplers
@@ -74,7 +99,11 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     rows = evaluate_samplers(pipe, samplers, judge, cfg, keep_samples=8)
     total = time.perf_counter() - t0
-    command = "lcm-plugin " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith(("lcm-plugin", "cli.py")) else "lcm-plugin toy evaluate"
+    command = (
+        "lcm-plugin " + " ".join(sys.argv[1:])
+        if sys.argv and sys.argv[0].endswith(("lcm-plugin", "cli.py"))
+        else "lcm-plugin toy evaluate"
+    )
     preamble = (
         f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {platform.machine()} "
         f"{platform.processor() or ''} CPU, {args.threads} torch threads; model: {args.model}; "
@@ -84,7 +113,13 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
     out = args.out_dir
     md = write_markdown(rows, out / "toy_eval.md", preamble)
     chart = metrics_chart(rows, out / "toy_eval_metrics.png")
-    grid = image_grid([(f"{r.sampler} {r.steps}", r.samples) for r in rows if r.samples is not None], out / "toy_eval_samples.png")
+    from lcm_plugin.toy.judge_train import real_images
+
+    reference = ("real (test)", real_images("test", 8)[0])
+    grid = image_grid(
+        [reference] + [(f"{r.sampler} {r.steps}", r.samples) for r in rows if r.samples is not None],
+        out / "toy_eval_samples.png",
+    )
     print(md.read_text(encoding="utf-8"))
     print(f"wrote {md}, {chart}, {grid}")
     return 0

@@ -10,7 +10,9 @@ from pathlib import Path
 from lcm_plugin.toy import world
 
 
-def export_split(out_dir: str | os.PathLike, split: str, count: int, config: world.WorldConfig | None = None) -> Path:
+def export_split(
+    out_dir: str | os.PathLike, split: str, count: int, config: world.WorldConfig | None = None
+) -> Path:
     """Write ``count`` samples of ``split`` as ``NNNNNN.png`` plus ``captions.jsonl`` (file, caption, scene)."""
     from PIL import Image
 

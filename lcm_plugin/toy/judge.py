@@ -46,7 +46,10 @@ class Judge(nn.Module):
             return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.GroupNorm(8, cout), nn.SiLU())
 
         self.body = nn.Sequential(
-            block(3, width, 1), block(width, width, 2), block(width, 2 * width, 2), block(2 * width, 4 * width, 2)
+            block(3, width, 1),
+            block(width, width, 2),
+            block(width, 2 * width, 2),
+            block(2 * width, 4 * width, 2),
         )
         # Flatten (not global pooling) keeps where things are, which the position/relation heads need.
         self.proj = nn.Linear(4 * width * 16, FEATURE_DIM)
@@ -86,8 +89,12 @@ def save_judge(judge: Judge, path: str | os.PathLike, extra: dict | None = None)
 
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"format": FORMAT_VERSION, "heads": json.dumps(HEADS), "feature_scale": json.dumps(judge.feature_scale),
-            **{k: json.dumps(v) for k, v in (extra or {}).items()}}
+    meta = {
+        "format": FORMAT_VERSION,
+        "heads": json.dumps(HEADS),
+        "feature_scale": json.dumps(judge.feature_scale),
+        **{k: json.dumps(v) for k, v in (extra or {}).items()},
+    }
     tmp = out.with_name(out.name + ".tmp")
     save_file({k: v.contiguous() for k, v in judge.state_dict().items()}, str(tmp), metadata=meta)
     os.replace(tmp, out)
@@ -106,9 +113,13 @@ def load_judge(path: str | os.PathLike) -> Judge:
             meta = fh.metadata() or {}
         state = load_file(str(p))
     except (SafetensorError, OSError, ValueError) as err:
-        raise ValueError(f"{p} is not a readable safetensors judge file ({err}); retrain it with `lcm-plugin toy train-judge`") from err
+        raise ValueError(
+            f"{p} is not a readable safetensors judge file ({err}); retrain it with `lcm-plugin toy train-judge`"
+        ) from err
     if meta.get("format") != FORMAT_VERSION or json.loads(meta.get("heads", "{}")) != HEADS:
-        raise ValueError(f"{p} was written for another judge format; retrain it with `lcm-plugin toy train-judge`")
+        raise ValueError(
+            f"{p} was written for another judge format; retrain it with `lcm-plugin toy train-judge`"
+        )
     judge = Judge()
     judge.load_state_dict(state)
     judge.feature_scale = float(json.loads(meta.get("feature_scale", "1.0")))
@@ -135,7 +146,9 @@ def adherence(judge: Judge, images: torch.Tensor, scenes: Sequence[world.Scene])
     """Prompt adherence: per-attribute accuracy (only where the attribute applies) and ``all`` -- the fraction
     of images whose every applicable attribute is right. Images (N, 3, 32, 32) in [0, 1]."""
     if len(images) != len(scenes) or len(scenes) == 0:
-        raise ValueError(f"need one scene per image and at least one image, got {len(images)} images, {len(scenes)} scenes")
+        raise ValueError(
+            f"need one scene per image and at least one image, got {len(images)} images, {len(scenes)} scenes"
+        )
     pred, truth = predict(judge, images), labels_tensor(scenes)
     ok_all = torch.ones(len(scenes), dtype=torch.bool)
     result: dict[str, float] = {}

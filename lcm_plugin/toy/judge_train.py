@@ -42,7 +42,9 @@ def calibrate_feature_scale(judge: Judge, count: int = 2000) -> float:
     """Set ``judge.feature_scale`` to the std of its features on real ``val`` images; returns it."""
     images, _, _ = real_images("val", count)
     judge.feature_scale = 1.0
-    judge.feature_scale = float(torch.cat([judge.features(images[i : i + 500]) for i in range(0, count, 500)]).std())
+    judge.feature_scale = float(
+        torch.cat([judge.features(images[i : i + 500]) for i in range(0, count, 500)]).std()
+    )
     return judge.feature_scale
 
 

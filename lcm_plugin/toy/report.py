@@ -26,11 +26,30 @@ def _atomic_save(img: Image.Image, path: str | os.PathLike) -> Path:
 def markdown_table(rows: Sequence[EvalRow]) -> str:
     """One Markdown table: sampler, steps, CFG, UNet evaluations, FD, KID, adherence (all and per attribute)."""
     attrs = [k for k in (rows[0].adherence if rows else {}) if k != "all"]
-    head = ["sampler", "steps", "CFG", "UNet evals/img", "FD", "KID (x1e3)", "adherence all", *attrs, "time (s)"]
+    head = [
+        "sampler",
+        "steps",
+        "CFG",
+        "UNet evals/img",
+        "FD",
+        "KID (x1e3)",
+        "adherence all",
+        *attrs,
+        "time (s)",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r.sampler, str(r.steps), f"{r.guidance_scale:g}", str(r.unet_evals), f"{r.fd:.3f}", f"{1e3 * r.kid:.2f} ± {1e3 * r.kid_std:.2f}",
-                 f"{r.adherence.get('all', float('nan')):.3f}", *(f"{r.adherence.get(a, float('nan')):.3f}" for a in attrs), f"{r.seconds:.1f}"]
+        cells = [
+            r.sampler,
+            str(r.steps),
+            f"{r.guidance_scale:g}",
+            str(r.unet_evals),
+            f"{r.fd:.3f}",
+            f"{1e3 * r.kid:.2f} ± {1e3 * r.kid_std:.2f}",
+            f"{r.adherence.get('all', float('nan')):.3f}",
+            *(f"{r.adherence.get(a, float('nan')):.3f}" for a in attrs),
+            f"{r.seconds:.1f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -45,8 +64,14 @@ def write_markdown(rows: Sequence[EvalRow], path: str | os.PathLike, preamble: s
     return out
 
 
-def _panel(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], title: str, series: dict[str, list[tuple[int, float]]],
-           baseline: float | None, font) -> None:
+def _panel(
+    draw: ImageDraw.ImageDraw,
+    box: tuple[int, int, int, int],
+    title: str,
+    series: dict[str, list[tuple[int, float]]],
+    baseline: float | None,
+    font,
+) -> None:
     """A log-x line chart of metric vs steps inside ``box``."""
     import math
 
@@ -88,8 +113,13 @@ def metrics_chart(rows: Sequence[EvalRow], path: str | os.PathLike) -> Path:
     base = rows[0] if rows and rows[0].steps == 0 else None
     gen = [r for r in rows if r.steps > 0]
     names = list(dict.fromkeys(r.sampler for r in gen))
-    for i, (title, get) in enumerate((("FD (lower is better)", lambda r: r.fd), ("KID (lower is better)", lambda r: r.kid),
-                                      ("adherence, all attributes (higher is better)", lambda r: r.adherence["all"]))):
+    for i, (title, get) in enumerate(
+        (
+            ("FD (lower is better)", lambda r: r.fd),
+            ("KID (lower is better)", lambda r: r.kid),
+            ("adherence, all attributes (higher is better)", lambda r: r.adherence["all"]),
+        )
+    ):
         series = {n: [(r.steps, get(r)) for r in gen if r.sampler == n] for n in names}
         _panel(draw, (40 + i * 310, 30, 300 + i * 310, 270), title, series, get(base) if base else None, font)
     for k, n in enumerate(names + (["real vs real"] if base else [])):
@@ -99,8 +129,12 @@ def metrics_chart(rows: Sequence[EvalRow], path: str | os.PathLike) -> Path:
     return _atomic_save(img, path)
 
 
-def image_grid(rows_of_images: Sequence[tuple[str, torch.Tensor]], path: str | os.PathLike, scale: int = 3,
-               column_titles: Sequence[str] | None = None) -> Path:
+def image_grid(
+    rows_of_images: Sequence[tuple[str, torch.Tensor]],
+    path: str | os.PathLike,
+    scale: int = 3,
+    column_titles: Sequence[str] | None = None,
+) -> Path:
     """PNG grid: one labelled row per (label, images (N, 3, H, W) in [0, 1]), images upscaled ``scale`` x."""
     font = ImageFont.load_default(size=12)
     if not rows_of_images:

@@ -52,7 +52,12 @@ def train_vae(vae, images: torch.Tensor, cfg: TeacherConfig, generator: torch.Ge
         if step % 50 == 0 or step == cfg.vae_steps - 1:
             logger.info("vae step %d loss %.5f", step, loss.item())
         if cfg.vae_max_minutes > 0 and time.time() - start > cfg.vae_max_minutes * 60:
-            logger.warning("vae_max_minutes reached: stopping the VAE at step %d of %d (loss %.5f)", step + 1, cfg.vae_steps, loss.item())
+            logger.warning(
+                "vae_max_minutes reached: stopping the VAE at step %d of %d (loss %.5f)",
+                step + 1,
+                cfg.vae_steps,
+                loss.item(),
+            )
             break
     vae.eval()
     return vae
@@ -83,7 +88,9 @@ def finetune_decoder(vae, images: torch.Tensor, cfg: TeacherConfig, generator: t
         if step % 100 == 0 or step == cfg.decoder_steps - 1:
             logger.info("decoder step %d loss %.5f (mse %.5f)", step, loss.item(), F.mse_loss(rec, x).item())
         if cfg.decoder_max_minutes > 0 and time.time() - start > cfg.decoder_max_minutes * 60:
-            logger.warning("decoder_max_minutes reached: stopping at step %d of %d", step + 1, cfg.decoder_steps)
+            logger.warning(
+                "decoder_max_minutes reached: stopping at step %d of %d", step + 1, cfg.decoder_steps
+            )
             break
     for p in vae.parameters():
         p.requires_grad_(True)
@@ -94,7 +101,9 @@ def finetune_decoder(vae, images: torch.Tensor, cfg: TeacherConfig, generator: t
 @torch.no_grad()
 def encode_latents(vae, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
     """Unscaled latent means of ``images`` (the VAE posterior mode)."""
-    return torch.cat([vae.encode(images[i : i + batch]).latent_dist.mode() for i in range(0, len(images), batch)])
+    return torch.cat(
+        [vae.encode(images[i : i + batch]).latent_dist.mode() for i in range(0, len(images), batch)]
+    )
 
 
 def _save_pipeline(vae, text_encoder, tokenizer, unet, tok_dir: Path, out_dir: Path) -> None:
@@ -102,8 +111,14 @@ def _save_pipeline(vae, text_encoder, tokenizer, unet, tok_dir: Path, out_dir: P
     from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=models.build_scheduler(),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=models.build_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -124,7 +139,10 @@ def _save_pipeline(vae, text_encoder, tokenizer, unet, tok_dir: Path, out_dir: P
 
 
 def train_teacher(
-    out_dir: str | os.PathLike, cfg: TeacherConfig, world_cfg: world.WorldConfig | None = None, resume: str | os.PathLike | None = None
+    out_dir: str | os.PathLike,
+    cfg: TeacherConfig,
+    world_cfg: world.WorldConfig | None = None,
+    resume: str | os.PathLike | None = None,
 ) -> Path:
     """Train the whole toy teacher and write it as a diffusers pipeline folder to ``out_dir``.
 
@@ -162,12 +180,16 @@ def train_teacher(
         latents = encode_latents(vae, images)
         scale = float(1.0 / latents.std())
         vae.register_to_config(scaling_factor=scale)
-        text_encoder = models.build_text_encoder(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
+        text_encoder = models.build_text_encoder(
+            len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id
+        )
         unet = models.build_unet()
     latents = latents * scale
     logger.info("vae done at %.0f s; scaling_factor %.4f", time.time() - t0, scale)
 
-    ids = tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    ids = tokenizer(
+        captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+    ).input_ids
     empty = tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids
     params = list(unet.parameters()) + list(text_encoder.parameters())
     ema = [p.detach().clone() for p in params]
@@ -214,7 +236,9 @@ def train_teacher(
         if (step + 1) % cfg.save_every == 0:
             save()
         if cfg.max_minutes > 0 and time.time() - unet_t0 > cfg.max_minutes * 60:
-            logger.warning("max_minutes reached: stopping the UNet phase at step %d of %d", step + 1, cfg.unet_steps)
+            logger.warning(
+                "max_minutes reached: stopping the UNet phase at step %d of %d", step + 1, cfg.unet_steps
+            )
             break
     if cfg.decoder_steps > 0:
         # Independent of the UNet phase (own generator), so it gives the same decoder whenever it runs.

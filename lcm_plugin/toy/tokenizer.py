@@ -20,12 +20,31 @@ logger = logging.getLogger(__name__)
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 MODEL_MAX_LENGTH = 77
-_EXTRA_WORDS = ("a", "an", "the", "of", "on", "at", "in", "to", "with", "and", "near", "background", "image", "photo")
+_EXTRA_WORDS = (
+    "a",
+    "an",
+    "the",
+    "of",
+    "on",
+    "at",
+    "in",
+    "to",
+    "with",
+    "and",
+    "near",
+    "background",
+    "image",
+    "photo",
+)
 
 
 def bytes_to_unicode() -> dict[int, str]:
     """OpenAI CLIP/GPT-2 reversible byte -> printable unicode table."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     cs = bs[:]
     n = 0
     for b in range(256):
@@ -41,7 +60,11 @@ def world_words() -> list[str]:
     words: set[str] = set(_EXTRA_WORDS)
     for group in (world.SHAPES, world.COLOUR_NAMES, world.BACKGROUND_NAMES, world.POSITIONS):
         words.update(group)
-    for phrases in (*world._SYNONYMS.values(), *world._POS_PHRASE.values(), ("left of", "right of", "above", "below", "middle")):
+    for phrases in (
+        *world._SYNONYMS.values(),
+        *world._POS_PHRASE.values(),
+        ("left of", "right of", "above", "below", "middle"),
+    ):
         for phrase in phrases:
             words.update(phrase.split())
     return sorted(words)
@@ -102,12 +125,20 @@ def load_tokenizer(path: str | os.PathLike):
     folder = Path(path)
     for name in ("vocab.json", "merges.txt"):
         if not (folder / name).is_file():
-            raise FileNotFoundError(f"{folder / name} is missing; build it with lcm_plugin.toy.tokenizer.build_tokenizer_files")
+            raise FileNotFoundError(
+                f"{folder / name} is missing; build it with lcm_plugin.toy.tokenizer.build_tokenizer_files"
+            )
     vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
     lines = (folder / "merges.txt").read_text(encoding="utf-8").splitlines()
     merges = [tuple(line.split()) for line in lines if line and not line.startswith("#version")]
     if any(len(m) != 2 for m in merges):
         raise ValueError(f"{folder / 'merges.txt'} is corrupt: every line must hold two symbols; rebuild it")
     return CLIPTokenizer(
-        vocab=vocab, merges=merges, model_max_length=MODEL_MAX_LENGTH, bos_token=BOS, eos_token=EOS, unk_token=EOS, pad_token=EOS
+        vocab=vocab,
+        merges=merges,
+        model_max_length=MODEL_MAX_LENGTH,
+        bos_token=BOS,
+        eos_token=EOS,
+        unk_token=EOS,
+        pad_token=EOS,
     )

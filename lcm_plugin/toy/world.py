@@ -38,7 +38,13 @@ DEFAULT_HELDOUT = (("purple", "triangle"), ("yellow", "cross"), ("green", "circl
 
 _SIZE_RADIUS = {"small": 5.0, "large": 9.0}
 _PAIR_RADIUS = 5.5
-_POSITION_CENTRE = {"left": (9.0, 16.0), "right": (23.0, 16.0), "top": (16.0, 9.0), "bottom": (16.0, 23.0), "center": (16.0, 16.0)}
+_POSITION_CENTRE = {
+    "left": (9.0, 16.0),
+    "right": (23.0, 16.0),
+    "top": (16.0, 9.0),
+    "bottom": (16.0, 23.0),
+    "center": (16.0, 16.0),
+}
 _SYNONYMS = {"small": ("small", "little", "tiny"), "large": ("large", "big")}
 _POS_PHRASE = {
     "left": ("on the left", "at the left"),
@@ -101,12 +107,16 @@ class WorldConfig:
 
     def __post_init__(self) -> None:
         if self.resolution != 32:
-            raise ValueError(f"resolution must be 32 (got {self.resolution}); the toy world is drawn at 32x32")
+            raise ValueError(
+                f"resolution must be 32 (got {self.resolution}); the toy world is drawn at 32x32"
+            )
         if not 0.0 <= self.pair_fraction <= 1.0:
             raise ValueError(f"pair_fraction must be in [0, 1], got {self.pair_fraction}")
         for colour, shape in self.heldout:
             if colour not in COLOURS or shape not in SHAPES:
-                raise ValueError(f"held-out combination {(colour, shape)} must use colours {COLOUR_NAMES} and shapes {SHAPES}")
+                raise ValueError(
+                    f"held-out combination {(colour, shape)} must use colours {COLOUR_NAMES} and shapes {SHAPES}"
+                )
         if len(self.heldout) >= len(COLOURS) * len(SHAPES):
             raise ValueError("heldout must leave at least one (colour, shape) combination for training")
         if self.jitter < 0 or self.noise_std < 0:
@@ -146,7 +156,9 @@ def sample_scene(config: WorldConfig, split: str, index: int) -> tuple[Scene, np
         scene = Scene(2, background, first[1], first[0], axis=axis, shape2=second[1], colour2=second[0])
     else:
         colour, shape = pool[rng.integers(len(pool))]
-        scene = Scene(1, background, shape, colour, size=SIZES[rng.integers(2)], position=POSITIONS[rng.integers(5)])
+        scene = Scene(
+            1, background, shape, colour, size=SIZES[rng.integers(2)], position=POSITIONS[rng.integers(5)]
+        )
     return scene, rng
 
 
@@ -157,14 +169,26 @@ def caption(scene: Scene, rng: np.random.Generator) -> str:
         size = _SYNONYMS[scene.size][rng.integers(len(_SYNONYMS[scene.size]))]
         pos = _POS_PHRASE[scene.position][rng.integers(2)]
         obj = f"{size} {scene.colour1} {scene.shape1}"
-        templates = (f"a {obj} {pos} {bg}", f"a {obj} {pos}, {scene.background} background", f"a {scene.background} background with a {obj} {pos}")
+        templates = (
+            f"a {obj} {pos} {bg}",
+            f"a {obj} {pos}, {scene.background} background",
+            f"a {scene.background} background with a {obj} {pos}",
+        )
         return templates[rng.integers(len(templates))]
     a, b = f"{scene.colour1} {scene.shape1}", f"{scene.colour2} {scene.shape2}"
     forward, backward = ("left of", "right of") if scene.axis == "horizontal" else ("above", "below")
     if rng.random() < 0.5:
-        rel = f"a {a} {forward} a {b}" if forward == "above" or rng.random() < 0.5 else f"a {a} to the {forward} a {b}"
+        rel = (
+            f"a {a} {forward} a {b}"
+            if forward == "above" or rng.random() < 0.5
+            else f"a {a} to the {forward} a {b}"
+        )
     else:
-        rel = f"a {b} {backward} a {a}" if backward == "below" or rng.random() < 0.5 else f"a {b} to the {backward} a {a}"
+        rel = (
+            f"a {b} {backward} a {a}"
+            if backward == "below" or rng.random() < 0.5
+            else f"a {b} to the {backward} a {a}"
+        )
     return f"{rel} {bg}" if rng.random() < 0.7 else f"{rel}, {scene.background} background"
 
 
@@ -200,7 +224,15 @@ def render(scene: Scene, rng: np.random.Generator, config: WorldConfig) -> np.nd
     jit = lambda: rng.uniform(-config.jitter, config.jitter)  # noqa: E731
     if scene.n_objects == 1:
         cx, cy = _POSITION_CENTRE[scene.position]
-        items = [(scene.shape1, scene.colour1, cx + jit(), cy + jit(), _SIZE_RADIUS[scene.size] * rng.uniform(0.9, 1.1))]
+        items = [
+            (
+                scene.shape1,
+                scene.colour1,
+                cx + jit(),
+                cy + jit(),
+                _SIZE_RADIUS[scene.size] * rng.uniform(0.9, 1.1),
+            )
+        ]
     else:
         off = 7.5
         dx, dy = jit(), jit()
@@ -208,7 +240,10 @@ def render(scene: Scene, rng: np.random.Generator, config: WorldConfig) -> np.nd
             (x1, y1), (x2, y2) = (16 - off + dx * 0.5, 16 + dy), (16 + off + dx * 0.5, 16 + dy)
         else:
             (x1, y1), (x2, y2) = (16 + dx, 16 - off + dy * 0.5), (16 + dx, 16 + off + dy * 0.5)
-        items = [(scene.shape1, scene.colour1, x1, y1, _PAIR_RADIUS), (scene.shape2, scene.colour2, x2, y2, _PAIR_RADIUS)]
+        items = [
+            (scene.shape1, scene.colour1, x1, y1, _PAIR_RADIUS),
+            (scene.shape2, scene.colour2, x2, y2, _PAIR_RADIUS),
+        ]
     for shape, colour, cx, cy, r in items:
         m = _mask(shape, cx, cy, r, res)[..., None]
         col = np.clip(np.array(COLOURS[colour], dtype=np.float32) + rng.uniform(-0.05, 0.05, size=3), 0, 1)
@@ -223,7 +258,9 @@ def sample(config: WorldConfig, split: str, index: int) -> tuple[np.ndarray, str
     return render(scene, rng, config), text, scene
 
 
-def iterate(config: WorldConfig, split: str, count: int, start: int = 0) -> Iterator[tuple[np.ndarray, str, Scene]]:
+def iterate(
+    config: WorldConfig, split: str, count: int, start: int = 0
+) -> Iterator[tuple[np.ndarray, str, Scene]]:
     """Yield ``count`` consecutive samples of ``split`` starting at ``start``."""
     if count < 0:
         raise ValueError(f"count must be >= 0, got {count}")
@@ -231,7 +268,9 @@ def iterate(config: WorldConfig, split: str, count: int, start: int = 0) -> Iter
         yield sample(config, split, i)
 
 
-def make_arrays(config: WorldConfig, split: str, count: int, start: int = 0) -> tuple[np.ndarray, list[str], list[Scene]]:
+def make_arrays(
+    config: WorldConfig, split: str, count: int, start: int = 0
+) -> tuple[np.ndarray, list[str], list[Scene]]:
     """``count`` samples as one uint8 array (N, 3, H, W) plus captions and scenes."""
     images, captions, scenes = [], [], []
     for img, text, scene in iterate(config, split, count, start):

@@ -9,7 +9,21 @@ from lcm_plugin.cli import main
 
 def test_demo_with_lora_writes_grid(tmp_path, random_lora, capsys):
     out = tmp_path / "demo.png"
-    rc = main(["demo", "--seeds", "1", "--teacher-steps", "2", "--lcm-steps", "1,2", "--lora", str(random_lora), "--out", str(out)])
+    rc = main(
+        [
+            "demo",
+            "--seeds",
+            "1",
+            "--teacher-steps",
+            "2",
+            "--lcm-steps",
+            "1,2",
+            "--lora",
+            str(random_lora),
+            "--out",
+            str(out),
+        ]
+    )
     text = capsys.readouterr().out
     assert rc == 0 and out.is_file()
     assert "teacher DDIM 2 steps" in text and "LCM-LoRA 1 step" in text and "LCM-LoRA 2 steps" in text
@@ -20,8 +34,21 @@ def test_demo_with_lora_writes_grid(tmp_path, random_lora, capsys):
 
 def test_demo_without_lora_skips_lcm_rows(tmp_path, capsys):
     out = tmp_path / "demo.png"
-    rc = main(["demo", "--seeds", "1", "--teacher-steps", "1", "--lora", str(tmp_path / "none"), "--out", str(out),
-               "--prompt", "a red circle on the left on a black background"])
+    rc = main(
+        [
+            "demo",
+            "--seeds",
+            "1",
+            "--teacher-steps",
+            "1",
+            "--lora",
+            str(tmp_path / "none"),
+            "--out",
+            str(out),
+            "--prompt",
+            "a red circle on the left on a black background",
+        ]
+    )
     text = capsys.readouterr().out
     assert rc == 0 and out.is_file()
     assert "LCM rows skipped: no LCM-LoRA at" in text and "n/a" in text

@@ -14,8 +14,15 @@ from lcm_plugin.toy.report import markdown_table, metrics_chart
 def test_harness_runs_teacher_and_lcm_rows(teacher_pipe, judge, random_lora, tmp_path):
     before = teacher_pipe.scheduler
     samplers = [standard_samplers(4.0, (1, 2))[0], lcm_sampler(str(random_lora), (1,))]
-    rows = evaluate_samplers(teacher_pipe, samplers, judge, EvalConfig(n_samples=8, batch=8, kid_subset=4), keep_samples=2)
-    assert [(r.sampler, r.steps) for r in rows] == [("real vs real (re-render)", 0), ("DDIM", 1), ("DDIM", 2), ("LCM-LoRA", 1)]
+    rows = evaluate_samplers(
+        teacher_pipe, samplers, judge, EvalConfig(n_samples=8, batch=8, kid_subset=4), keep_samples=2
+    )
+    assert [(r.sampler, r.steps) for r in rows] == [
+        ("real vs real (re-render)", 0),
+        ("DDIM", 1),
+        ("DDIM", 2),
+        ("LCM-LoRA", 1),
+    ]
     for r in rows:
         assert math.isfinite(r.fd) and math.isfinite(r.kid) and 0.0 <= r.adherence["all"] <= 1.0
     assert rows[1].unet_evals == 2 and rows[3].unet_evals == 1
@@ -31,8 +38,12 @@ def test_harness_runs_teacher_and_lcm_rows(teacher_pipe, judge, random_lora, tmp
 def test_same_seed_same_images(teacher_pipe):
     from lcm_plugin.toy.evaluate import generate
 
-    a = generate(teacher_pipe, ["a red circle in the center on a black background"] * 2, 1, 1.0, seed=3, batch=1)
-    b = generate(teacher_pipe, ["a red circle in the center on a black background"] * 2, 1, 1.0, seed=3, batch=2)
+    a = generate(
+        teacher_pipe, ["a red circle in the center on a black background"] * 2, 1, 1.0, seed=3, batch=1
+    )
+    b = generate(
+        teacher_pipe, ["a red circle in the center on a black background"] * 2, 1, 1.0, seed=3, batch=2
+    )
     assert torch.allclose(a, b, atol=1e-5) and not torch.allclose(a[0], a[1])
 
 

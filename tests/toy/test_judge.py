@@ -32,7 +32,9 @@ def fd_setup(judge):
 def _blur(x: torch.Tensor) -> torch.Tensor:
     k = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0])
     k = (k[:, None] * k[None, :]) / 256.0
-    return torch.nn.functional.conv2d(torch.nn.functional.pad(x, (2, 2, 2, 2), mode="replicate"), k.expand(3, 1, 5, 5), groups=3)
+    return torch.nn.functional.conv2d(
+        torch.nn.functional.pad(x, (2, 2, 2, 2), mode="replicate"), k.expand(3, 1, 5, 5), groups=3
+    )
 
 
 def test_fd_and_kid_rise_with_blur_noise_and_a_dropped_mode(fd_setup):
@@ -44,7 +46,11 @@ def test_fd_and_kid_rise_with_blur_noise_and_a_dropped_mode(fd_setup):
     singles = [i for i, s in enumerate(scenes) if s.n_objects == 1]
     dropped = other[torch.tensor([singles[i % len(singles)] for i in range(len(scenes))])]
     # Minimum FD ratios over the real-vs-real baseline (measured at N=256: blur x2 ~1.5, noise ~1.7, drop ~2.9).
-    for name, images, ratio in (("blur", _blur(_blur(other)), 1.2), ("noise", noisy, 1.4), ("dropped mode", dropped, 2.0)):
+    for name, images, ratio in (
+        ("blur", _blur(_blur(other)), 1.2),
+        ("noise", noisy, 1.4),
+        ("dropped mode", dropped, 2.0),
+    ):
         fd, kid, _ = metrics(images)
         assert fd > ratio * base_fd and kid > base_kid + 0.02, (name, fd, base_fd, kid, base_kid)
 

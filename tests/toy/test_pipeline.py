@@ -37,17 +37,25 @@ def test_schedule_is_sd(teacher_pipe):
 
 def test_generation_is_seeded(teacher_pipe):
     def run(seed):
-        return teacher_pipe(["a blue square at the top on a gray background"], num_inference_steps=2,
-                            generator=[torch.Generator().manual_seed(seed)], output_type="pt").images
+        return teacher_pipe(
+            ["a blue square at the top on a gray background"],
+            num_inference_steps=2,
+            generator=[torch.Generator().manual_seed(seed)],
+            output_type="pt",
+        ).images
 
     a, b, c = run(0), run(0), run(1)
     assert a.shape == (1, 3, 32, 32) and torch.equal(a, b) and not torch.equal(a, c)
 
 
 def test_shipped_assets_are_small():
-    total = sum(f.stat().st_size for f in paths.ASSETS.rglob("*") if f.is_file() and "lcm_lora" not in f.parts)
+    total = sum(
+        f.stat().st_size for f in paths.ASSETS.rglob("*") if f.is_file() and "lcm_lora" not in f.parts
+    )
     assert total <= 25 * 2**20, f"shipped toy assets are {total / 2**20:.1f} MiB"
-    assert not list(paths.ASSETS.rglob("*.bin")) and not list(paths.ASSETS.rglob("*.pt")), "ship safetensors only"
+    assert not list(paths.ASSETS.rglob("*.bin")) and not list(paths.ASSETS.rglob("*.pt")), (
+        "ship safetensors only"
+    )
 
 
 def test_weights_are_fp16_safetensors(teacher_path):
@@ -70,7 +78,16 @@ def test_tiny_training_run_writes_a_loadable_pipeline(tmp_path):
     from lcm_plugin.toy.configs import TeacherConfig
     from lcm_plugin.toy.teacher import train_teacher
 
-    cfg = TeacherConfig(n_train=32, vae_steps=2, vae_batch=4, unet_steps=2, unet_batch=4, save_every=1, warmup=1, decoder_steps=2)
+    cfg = TeacherConfig(
+        n_train=32,
+        vae_steps=2,
+        vae_batch=4,
+        unet_steps=2,
+        unet_batch=4,
+        save_every=1,
+        warmup=1,
+        decoder_steps=2,
+    )
     out = train_teacher(tmp_path / "t", cfg)
     pipe = models.load_pipeline(out)
     assert pipe.vae.config.scaling_factor > 0 and pipe.unet.config.sample_size == 8

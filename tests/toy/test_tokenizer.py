@@ -34,7 +34,9 @@ def test_unknown_text_falls_back_to_bytes(tok):
 
 def test_pipeline_padding_length(tok):
     assert tok.model_max_length == 77
-    batch = tok(["a red circle", ""], padding="max_length", max_length=tok.model_max_length, return_tensors="pt")
+    batch = tok(
+        ["a red circle", ""], padding="max_length", max_length=tok.model_max_length, return_tensors="pt"
+    )
     assert batch.input_ids.shape == (2, 77)
 
 

@@ -23,11 +23,15 @@ def test_same_index_gives_identical_sample():
     a_img, a_cap, a_scene = world.sample(CFG, "train", 123)
     b_img, b_cap, b_scene = world.sample(world.WorldConfig(), "train", 123)
     assert np.array_equal(a_img, b_img) and a_cap == b_cap and a_scene == b_scene
-    assert a_img.shape == (32, 32, 3) and a_img.dtype == np.float32 and 0.0 <= a_img.min() and a_img.max() <= 1.0
+    assert (
+        a_img.shape == (32, 32, 3) and a_img.dtype == np.float32 and 0.0 <= a_img.min() and a_img.max() <= 1.0
+    )
 
 
 def test_seed_changes_the_world():
-    assert not np.array_equal(world.sample(CFG, "train", 0)[0], world.sample(world.WorldConfig(seed=1), "train", 0)[0])
+    assert not np.array_equal(
+        world.sample(CFG, "train", 0)[0], world.sample(world.WorldConfig(seed=1), "train", 0)[0]
+    )
 
 
 def test_splits_are_disjoint():
@@ -45,7 +49,9 @@ def test_heldout_combinations_only_in_heldout_split():
     held = set(CFG.heldout)
     for split in ("train", "val", "test"):
         for i in range(1500):
-            assert not _objects(world.sample_scene(CFG, split, i)[0]) & held, f"{split}[{i}] uses a held-out combination"
+            assert not _objects(world.sample_scene(CFG, split, i)[0]) & held, (
+                f"{split}[{i}] uses a held-out combination"
+            )
     for i in range(300):
         assert _objects(world.sample_scene(CFG, "heldout", i)[0]) & held
 
@@ -86,13 +92,24 @@ def test_object_positions_match_labels():
         mask = np.abs(img - colour).sum(-1) < 0.25
         ys, xs = np.nonzero(mask)
         cx, cy = xs.mean(), ys.mean()
-        expected = {"left": (cx < 13), "right": (cx > 19), "top": (cy < 13), "bottom": (cy > 19), "center": abs(cx - 16) < 4 and abs(cy - 16) < 4}
+        expected = {
+            "left": (cx < 13),
+            "right": (cx > 19),
+            "top": (cy < 13),
+            "bottom": (cy > 19),
+            "center": abs(cx - 16) < 4 and abs(cy - 16) < 4,
+        }
         assert expected[scene.position], (scene, cx, cy)
 
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"resolution": 64}, "resolution must be 32"), ({"pair_fraction": 1.5}, "pair_fraction"), ({"heldout": (("pink", "circle"),)}, "held-out combination"), ({"jitter": -1.0}, "jitter")],
+    [
+        ({"resolution": 64}, "resolution must be 32"),
+        ({"pair_fraction": 1.5}, "pair_fraction"),
+        ({"heldout": (("pink", "circle"),)}, "held-out combination"),
+        ({"jitter": -1.0}, "jitter"),
+    ],
 )
 def test_bad_config_is_rejected(kwargs, match):
     with pytest.raises(ValueError, match=match):
