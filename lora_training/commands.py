@@ -56,7 +56,8 @@ def _train(args: argparse.Namespace) -> int:
     result = Trainer(cfg).train()
     for kind, path in result.outputs.items():
         print(f"{kind}: {path}")
-    print(f"steps: {result.steps}  final loss: {result.final_loss:.5g}  skipped non-finite steps: {result.skipped_nan_steps}")
+    loss = f"{result.final_loss:.5g}" if result.losses else "n/a (no step run: exported the checkpoint)"
+    print(f"steps: {result.steps}  final loss: {loss}  skipped non-finite steps: {result.skipped_nan_steps}")
     return 0
 
 
