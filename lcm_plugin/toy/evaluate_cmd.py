@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import datetime
 import logging
+import os
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -64,6 +64,17 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
 
 
+def _cpu_name() -> str:
+    """CPU model from /proc/cpuinfo where available (Linux), else the platform's processor string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def run_evaluate_command(args: argparse.Namespace) -> int:
     """Handler of ``lcm-plugin toy evaluate``: print the table and write Markdown + PNG chart + sample grid."""
     import torch
@@ -100,13 +111,17 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
     rows = evaluate_samplers(pipe, samplers, judge, cfg, keep_samples=8)
     total = time.perf_counter() - t0
     command = (
-        "lcm-plugin " + " ".join(sys.argv[1:])
-        if sys.argv and sys.argv[0].endswith(("lcm-plugin", "cli.py"))
-        else "lcm-plugin toy evaluate"
+        f"lcm-plugin toy evaluate --model {args.model} --samplers {args.samplers or ''} --steps {args.steps} "
+        f"--guidance {args.guidance:g} --n-samples {args.n_samples} --batch {args.batch} --seed {args.seed} --threads {args.threads}"
+        + (
+            f" --lcm-lora {args.lcm_lora} --lcm-steps {args.lcm_steps} --lcm-guidance {args.lcm_guidance:g}"
+            if args.lcm_lora
+            else ""
+        )
     )
     preamble = (
-        f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {platform.machine()} "
-        f"{platform.processor() or ''} CPU, {args.threads} torch threads; model: {args.model}; "
+        f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {_cpu_name()} x "
+        f"{os.cpu_count()} ({platform.machine()}), {args.threads} torch threads; model: {args.model}; "
         f"{cfg.n_samples} samples per row (test-split prompts, seeds {cfg.seed}..{cfg.seed + cfg.n_samples - 1}); "
         f"total {total / 60:.1f} min.\nCommand: `{command}`\n\n"
     )
