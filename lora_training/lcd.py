@@ -146,7 +146,7 @@ def lcm_loss(obj: Objective, *, student: ModelFn, teacher: ModelFn | None, targe
     """The consistency loss of one batch of clean latents x0 (LCM Algorithm 1 for LCD; section 4.4 for LCF)."""
     d = draw(obj, latents, generator)
     abar_start = _abar(obj, d.t_start, latents)
-    noisy = abar_start.sqrt() * latents + (1 - abar_start).sqrt() * d.noise
+    noisy = ddim_step(latents, d.noise, abar_start)  # forward diffusion q(z_{n+k} | x0): same formula
     w_emb = None
     if obj.w_embedding_dim is not None:
         w_emb = guidance_scale_embedding(d.w, obj.w_embedding_dim).to(latents.device, latents.dtype)

@@ -20,9 +20,15 @@ from lcm_plugin.core.noise_schedule import (
     sigmas_from_alphas_cumprod,
     timestep_to_sigma,
 )
+from lcm_plugin.core.solvers import SOLVERS, check_solver, ddim_step, dpmpp_2m_step, euler_step
 
 __all__ = [
     "PREDICTION_TYPES",
+    "SOLVERS",
+    "check_solver",
+    "ddim_step",
+    "dpmpp_2m_step",
+    "euler_step",
     "alphas_cumprod_from_betas",
     "boundary_condition_scalings",
     "check_gamma",
