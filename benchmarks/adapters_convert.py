@@ -19,22 +19,9 @@ from pathlib import Path
 
 import torch
 
-LCM_TARGETS = (
-    "to_q",
-    "to_k",
-    "to_v",
-    "to_out.0",
-    "proj_in",
-    "proj_out",
-    "ff.net.0.proj",
-    "ff.net.2",
-    "conv1",
-    "conv2",
-    "conv_shortcut",
-    "downsamplers.0.conv",
-    "upsamplers.0.conv",
-    "time_emb_proj",
-)
+from lora_training.config import DEFAULT_LORA_TARGETS
+
+LCM_TARGETS = DEFAULT_LORA_TARGETS  # the LCM-LoRA target list, kept once in the trainer config
 
 
 def sd15_lcm_lora_state_dict(rank: int = 64, seed: int = 0) -> dict[str, torch.Tensor]:

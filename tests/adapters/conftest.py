@@ -10,23 +10,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-# The LCM-LoRA target list (diffusers consistency-distillation examples).
-LCM_TARGETS = [
-    "to_q",
-    "to_k",
-    "to_v",
-    "to_out.0",
-    "proj_in",
-    "proj_out",
-    "ff.net.0.proj",
-    "ff.net.2",
-    "conv1",
-    "conv2",
-    "conv_shortcut",
-    "downsamplers.0.conv",
-    "upsamplers.0.conv",
-    "time_emb_proj",
-]
+from lora_training.config import DEFAULT_LORA_TARGETS
+
+# The LCM-LoRA target list (diffusers consistency-distillation examples), kept once in the trainer config.
+LCM_TARGETS = list(DEFAULT_LORA_TARGETS)
 
 
 def tiny_unet(kind: str, seed: int = 0):
