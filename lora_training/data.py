@@ -173,6 +173,22 @@ class LatentCache:
         return {k.removeprefix("shared."): v[0] if k.startswith("shared.") else v[index] for k, v in self.tensors.items()}
 
 
+def _grouped_members(tar: tarfile.TarFile) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {extension: bytes}) for each run of adjacent files sharing a key in a streamed tar."""
+    key, parts = None, {}
+    for member in tar:
+        if not member.isfile():
+            continue
+        stem, _, ext = member.name.partition(".")
+        if stem != key:
+            if key is not None:
+                yield key, parts
+            key, parts = stem, {}
+        parts[ext.lower()] = tar.extractfile(member).read()
+    if key is not None:
+        yield key, parts
+
+
 def iter_tar_pairs(shards: list[str]) -> Iterator[tuple[str, bytes, str]]:
     """Stream (key, image bytes, caption) from webdataset shards in order; entries of one key must be adjacent
     (as webdataset writes them). Keys without an image or a caption are skipped and counted in the log."""
@@ -181,21 +197,7 @@ def iter_tar_pairs(shards: list[str]) -> Iterator[tuple[str, bytes, str]]:
         if not Path(shard).is_file():
             raise FileNotFoundError(f"webdataset shard {shard} does not exist.")
         with tarfile.open(shard, "r|*") as tar:
-            key, parts = None, {}
-            for member in tar:
-                if not member.isfile():
-                    continue
-                stem, _, ext = member.name.partition(".")
-                if stem != key:
-                    if key is not None:
-                        pair = _pair(key, parts)
-                        if pair is None:
-                            skipped += 1
-                        else:
-                            yield pair
-                    key, parts = stem, {}
-                parts[ext.lower()] = tar.extractfile(member).read()
-            if key is not None:
+            for key, parts in _grouped_members(tar):
                 pair = _pair(key, parts)
                 if pair is None:
                     skipped += 1
