@@ -2,7 +2,8 @@
 
 - ``lcm-plugin train lora|lcd|lcf [--config run.json] [--option value ...]``: every TrainConfig field is a flag.
 - ``lcm-plugin train cache``: precompute the latent / text-embedding cache.
-- ``lcm-plugin train fuse``: fuse an LCM-LoRA into a base model and save a full LCM pipeline.
+- ``lcm-plugin train fuse``: fuse an LCM-LoRA into a base model and save a full LCM pipeline (or, with
+  ``--single-file``, one original-layout ``.safetensors`` checkpoint for ComfyUI/A1111).
 - ``lcm-plugin train to-kohya``: not here -- use ``lcm-plugin adapters`` (the adapters package converts files).
 """
 
@@ -82,8 +83,9 @@ def _cache(args: argparse.Namespace) -> int:
 def _fuse(args: argparse.Namespace) -> int:
     from lora_training.export import fuse_lora
 
-    out = fuse_lora(args.base, args.lora, args.output, single_file_config=args.single_file_config, lora_scale=args.lora_scale)
-    print(f"full LCM pipeline: {out}")
+    out = fuse_lora(args.base, args.lora, args.output, single_file_config=args.single_file_config,
+                    lora_scale=args.lora_scale, single_file=args.single_file)  # fmt: skip
+    print(f"full LCM {'single-file checkpoint' if args.single_file else 'pipeline'}: {out}")
     return 0
 
 
@@ -111,8 +113,10 @@ def register(subparsers) -> None:
     fuse = sub.add_parser("fuse", help="fuse an LCM-LoRA into its base model and save a full LCM pipeline folder")
     fuse.add_argument("--base", required=True, help="base pipeline folder or single-file checkpoint")
     fuse.add_argument("--lora", required=True, help="LCM-LoRA .safetensors (diffusers or kohya keys)")
-    fuse.add_argument("--output", required=True, help="output pipeline folder")
+    fuse.add_argument("--output", required=True, help="output pipeline folder (a .safetensors file with --single-file)")
     fuse.add_argument("--lora-scale", type=float, default=1.0, help="LoRA scale to fuse (default 1.0)")
     fuse.add_argument("--single-file-config", default=None, help="local diffusers config folder for a single file")
+    fuse.add_argument("--single-file", action="store_true",
+                      help="write one original-layout .safetensors (ComfyUI Load Checkpoint, A1111) instead of a folder")
     fuse.set_defaults(handler=_fuse)
     train.set_defaults(handler=lambda a: (train.print_help(), 2)[1])

@@ -126,13 +126,29 @@ def save_lcm_pipeline(pipe, unet, out_dir: str | os.PathLike, *, metadata: dict[
     return _atomic_folder(Path(out_dir), write)
 
 
-def fuse_lora(base: str, lora: str, out_dir: str | os.PathLike, *, single_file_config: str | None = None,
-              lora_scale: float = 1.0) -> Path:  # fmt: skip
-    """"Full LCM" export: base pipeline + LCM-LoRA fused into the UNet weights, saved with an LCMScheduler."""
+def fuse_lora(base: str, lora: str, out: str | os.PathLike, *, single_file_config: str | None = None,
+              lora_scale: float = 1.0, single_file: bool = False) -> Path:  # fmt: skip
+    """"Full LCM" export: base pipeline + LCM-LoRA fused into the UNet weights.
+
+    Args:
+        base: the base model, a diffusers pipeline folder or a single-file ``.safetensors`` checkpoint.
+        lora: the LCM-LoRA ``.safetensors`` (diffusers or kohya keys).
+        out: the output pipeline folder (saved with an LCMScheduler), or with ``single_file`` a ``.safetensors`` file
+            in the original layout that ComfyUI "Load Checkpoint" and A1111 load (SD 1.x/2.x/SDXL; sample it with
+            an LCM sampler, the file carries no scheduler).
+        single_file_config: local diffusers config folder of the base's architecture, when ``base`` is a single file.
+        lora_scale: the LoRA scale fused into the weights.
+        single_file: write ``out`` as one single-file checkpoint instead of a folder.
+    """
+    from lora_training.single_file import check_single_file, save_single_file
     from lora_training.teachers import load_pipeline
 
     if not Path(lora).is_file():
         raise FileNotFoundError(f"LoRA file {lora} does not exist.")
+    if single_file and Path(out).suffix != ".safetensors":
+        raise ValueError(f"--single-file writes one .safetensors file: give an --output ending in .safetensors, not {out}.")
+    if Path(base).is_file() and Path(base).suffix == ".safetensors":
+        check_single_file(base)
     pipe = load_pipeline(base, single_file_config=single_file_config)
     try:
         pipe.load_lora_weights(lora, adapter_name="lcm")
@@ -142,4 +158,6 @@ def fuse_lora(base: str, lora: str, out_dir: str | os.PathLike, *, single_file_c
     pipe.unload_lora_weights()
     meta = {"lcm_plugin.version": lcm_plugin.__version__, "lcm_plugin.base_model": str(base),
             "lcm_plugin.fused_lora": str(lora), "lcm_plugin.lora_scale": str(lora_scale)}  # fmt: skip
-    return save_lcm_pipeline(pipe, pipe.unet, out_dir, metadata=meta)
+    if single_file:
+        return save_single_file(pipe, out, {**meta, "lcm_plugin.scheduler": "LCMScheduler"})
+    return save_lcm_pipeline(pipe, pipe.unet, out, metadata=meta)
