@@ -60,6 +60,9 @@ def load_pipeline(path: str, *, single_file_config: str | None = None, dtype: to
                 f"{p} is a single-file checkpoint: pass single_file_config, a local diffusers config folder of the "
                 "same architecture (e.g. a copy of stable-diffusion-v1-5 without weights), so nothing is downloaded."
             )
+        from lora_training.single_file import check_single_file
+
+        check_single_file(p)  # a truncated / non-checkpoint file gets a clear error, not safetensors' own
         cls = StableDiffusionXLPipeline if _is_sdxl_single_file(p) else StableDiffusionPipeline
         pipe = cls.from_single_file(str(p), config=single_file_config, local_files_only=True, torch_dtype=dtype)
     else:

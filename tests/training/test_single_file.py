@@ -293,6 +293,11 @@ def test_damaged_single_files_give_clear_errors(source, pipe_dir, tmp_path, caps
     with pytest.raises(ValueError, match="not a full SD single-file checkpoint"):
         check_single_file(lora_only)
 
+    from lora_training.teachers import load_pipeline
+
+    with pytest.raises(ValueError, match="is truncated.*Download or export it again"):  # the trainer's loader
+        load_pipeline(str(truncated), single_file_config=str(pipe_dir))
+
     lora, _ = _tiny_lora(tmp_path)
     out = tmp_path / "out" / "fused.safetensors"
     argv = ["train", "fuse", "--base", str(truncated), "--single-file-config", str(pipe_dir), "--lora", str(lora),
