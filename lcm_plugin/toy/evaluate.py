@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 STANDARD_STEPS = (1, 2, 4, 8, 25, 50)
 BASELINE_NAME = "real vs real (re-render)"
+VAE_ROUNDTRIP_NAME = "VAE round trip (ceiling)"
 
 
 @dataclass(frozen=True)
@@ -206,10 +207,29 @@ def real_baseline(judge: Judge, cfg: EvalConfig) -> EvalRow:
     return EvalRow(BASELINE_NAME, 0, 0.0, fd, kid, kid_std, adherence(judge, other, other_scenes), 0.0, 0)
 
 
+@torch.no_grad()
+def vae_roundtrip(pipe, real: torch.Tensor, batch: int) -> torch.Tensor:
+    """``real`` images (N, 3, H, W) in [0, 1] encoded by the pipeline's VAE (posterior mode) and decoded again:
+    what a perfect UNet would produce, so its adherence is the ceiling every sampler of this VAE stays under."""
+    vae = pipe.vae
+    out = []
+    for i in range(0, len(real), batch):
+        x = real[i : i + batch].to(vae.device, vae.dtype) * 2 - 1
+        rec = vae.decode(vae.encode(x).latent_dist.mode()).sample
+        out.append(((rec.float().cpu() + 1) / 2).clamp(0, 1))
+    return torch.cat(out)
+
+
 def evaluate_samplers(
-    pipe, samplers: Sequence[Sampler], judge: Judge, cfg: EvalConfig | None = None, keep_samples: int = 0
+    pipe,
+    samplers: Sequence[Sampler],
+    judge: Judge,
+    cfg: EvalConfig | None = None,
+    keep_samples: int = 0,
+    vae_ceiling: bool = False,
 ) -> list[EvalRow]:
-    """Evaluate every (sampler, steps) on the toy test prompts; the first row is the real-vs-real baseline.
+    """Evaluate every (sampler, steps) on the toy test prompts; the first row is the real-vs-real baseline
+    (followed, with ``vae_ceiling``, by the real test images through the VAE: the ceiling of every sampler).
 
     ``pipe`` is a loaded StableDiffusionPipeline (toy teacher or a real checkpoint generating 32x32 images);
     its scheduler and LoRA state are restored afterwards. ``keep_samples`` first images of each row are kept
@@ -220,6 +240,11 @@ def evaluate_samplers(
     metrics = _Metrics(judge, real, cfg.kid_subset)
     rows = [real_baseline(judge, cfg)]
     logger.info("real-vs-real baseline: FD %.3f KID %.5f", rows[0].fd, rows[0].kid)
+    if vae_ceiling:
+        rec = vae_roundtrip(pipe, real, cfg.batch)
+        fd, kid, kid_std = metrics(rec)
+        rows.append(EvalRow(VAE_ROUNDTRIP_NAME, 0, 0.0, fd, kid, kid_std, adherence(judge, rec, scenes), 0.0, 0))
+        logger.info("VAE round trip: FD %.3f adherence %.3f", fd, rows[-1].adherence["all"])
     original = pipe.scheduler
     try:
         for sampler in samplers:

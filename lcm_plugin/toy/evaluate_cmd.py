@@ -108,7 +108,7 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
     from lcm_plugin.toy.evaluate import evaluate_samplers
 
     t0 = time.perf_counter()
-    rows = evaluate_samplers(pipe, samplers, judge, cfg, keep_samples=8)
+    rows = evaluate_samplers(pipe, samplers, judge, cfg, keep_samples=8, vae_ceiling=True)
     total = time.perf_counter() - t0
     command = (
         f"lcm-plugin toy evaluate --model {args.model} --samplers {args.samplers or ''} --steps {args.steps} "
