@@ -243,7 +243,9 @@ def evaluate_samplers(
     if vae_ceiling:
         rec = vae_roundtrip(pipe, real, cfg.batch)
         fd, kid, kid_std = metrics(rec)
-        rows.append(EvalRow(VAE_ROUNDTRIP_NAME, 0, 0.0, fd, kid, kid_std, adherence(judge, rec, scenes), 0.0, 0))
+        rows.append(
+            EvalRow(VAE_ROUNDTRIP_NAME, 0, 0.0, fd, kid, kid_std, adherence(judge, rec, scenes), 0.0, 0)
+        )
         logger.info("VAE round trip: FD %.3f adherence %.3f", fd, rows[-1].adherence["all"])
     original = pipe.scheduler
     try:
