@@ -69,8 +69,13 @@ class EvalConfig:
     batch: int = 128
     seed: int = 0
     kid_subset: int = 50
+    split: str = "test"  # "val" for choosing settings/checkpoints, so the test rows stay unbiased
 
     def __post_init__(self) -> None:
+        if self.split not in ("test", "val"):
+            raise ValueError(
+                f"split must be 'test' (the reported tables) or 'val' (model selection), got {self.split!r}"
+            )
         if self.n_samples < 2:
             raise ValueError(f"n_samples must be >= 2 (FD needs a covariance), got {self.n_samples}")
         if self.batch < 1:
@@ -201,8 +206,8 @@ def second_render(
 
 def real_baseline(judge: Judge, cfg: EvalConfig) -> EvalRow:
     """Real-vs-real reference: independent second renders of the same test scenes against the test images."""
-    real, _, _ = real_images("test", cfg.n_samples)
-    other, other_scenes = second_render("test", cfg.n_samples)
+    real, _, _ = real_images(cfg.split, cfg.n_samples)
+    other, other_scenes = second_render(cfg.split, cfg.n_samples)
     fd, kid, kid_std = _Metrics(judge, real, cfg.kid_subset)(other)
     return EvalRow(BASELINE_NAME, 0, 0.0, fd, kid, kid_std, adherence(judge, other, other_scenes), 0.0, 0)
 
@@ -236,7 +241,7 @@ def evaluate_samplers(
     in ``EvalRow.samples`` for image grids.
     """
     cfg = cfg or EvalConfig()
-    real, scenes, prompts = real_images("test", cfg.n_samples)
+    real, scenes, prompts = real_images(cfg.split, cfg.n_samples)
     metrics = _Metrics(judge, real, cfg.kid_subset)
     rows = [real_baseline(judge, cfg)]
     logger.info("real-vs-real baseline: FD %.3f KID %.5f", rows[0].fd, rows[0].kid)

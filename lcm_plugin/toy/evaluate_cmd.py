@@ -62,6 +62,12 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=128, help="images per pipeline call")
     p.add_argument("--seed", type=int, default=0, help="sample i starts from generator seed SEED+i")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument(
+        "--split",
+        default="test",
+        choices=("test", "val"),
+        help="prompts and real images: test (reported tables) or val (choose settings/checkpoints on these)",
+    )
 
 
 def _cpu_name() -> str:
@@ -93,7 +99,7 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
         raise ValueError("nothing to evaluate: give --samplers and/or --lcm-lora")
     if args.lcm_lora is not None and not args.lcm_lora.exists():
         raise FileNotFoundError(f"LCM-LoRA {args.lcm_lora} not found")
-    cfg = EvalConfig(n_samples=args.n_samples, batch=args.batch, seed=args.seed)
+    cfg = EvalConfig(n_samples=args.n_samples, batch=args.batch, seed=args.seed, split=args.split)
     judge = load_judge(args.judge)
     pipe = load_pipeline(args.model)
     samplers = [
@@ -112,7 +118,7 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
     total = time.perf_counter() - t0
     command = (
         f"lcm-plugin toy evaluate --model {args.model} --samplers {args.samplers or ''} --steps {args.steps} "
-        f"--guidance {args.guidance:g} --n-samples {args.n_samples} --batch {args.batch} --seed {args.seed} --threads {args.threads}"
+        f"--guidance {args.guidance:g} --n-samples {args.n_samples} --batch {args.batch} --seed {args.seed} --threads {args.threads} --split {args.split}"
         + (
             f" --lcm-lora {args.lcm_lora} --lcm-steps {args.lcm_steps} --lcm-guidance {args.lcm_guidance:g}"
             if args.lcm_lora
@@ -122,7 +128,7 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
     preamble = (
         f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {_cpu_name()} x "
         f"{os.cpu_count()} ({platform.machine()}), {args.threads} torch threads; model: {args.model}; "
-        f"{cfg.n_samples} samples per row (test-split prompts, seeds {cfg.seed}..{cfg.seed + cfg.n_samples - 1}); "
+        f"{cfg.n_samples} samples per row ({cfg.split}-split prompts, seeds {cfg.seed}..{cfg.seed + cfg.n_samples - 1}); "
         f"total {total / 60:.1f} min.\nCommand: `{command}`\n\n"
     )
     out = args.out_dir
@@ -130,7 +136,7 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
     chart = metrics_chart(rows, out / "toy_eval_metrics.png")
     from lcm_plugin.toy.judge_train import real_images
 
-    reference = ("real (test)", real_images("test", 8)[0])
+    reference = (f"real ({args.split})", real_images(args.split, 8)[0])
     grid = image_grid(
         [reference] + [(f"{r.sampler} {r.steps}", r.samples) for r in rows if r.samples is not None],
         out / "toy_eval_samples.png",

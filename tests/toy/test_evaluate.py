@@ -92,3 +92,20 @@ def test_vae_ceiling_row_scores_real_images_through_the_vae(teacher_pipe, judge)
     # better than a 1-step DDIM sample; a wrong pixel range in the round trip would score near zero.
     assert ceiling.adherence["all"] >= 0.6 and ceiling.adherence["background"] == 1.0
     assert ceiling.fd < one_step.fd / 3
+
+
+def test_validation_split_for_model_selection(judge, teacher_pipe, monkeypatch):
+    import lcm_plugin.toy.evaluate as ev
+
+    seen = []
+    real_images = ev.real_images
+    monkeypatch.setattr(ev, "real_images", lambda split, n: seen.append(split) or real_images(split, n))
+    rows = evaluate_samplers(
+        teacher_pipe, [], judge, EvalConfig(n_samples=8, batch=8, kid_subset=4, split="val")
+    )
+    assert (
+        seen == ["val", "val"] and rows[0].sampler == "real vs real (re-render)" and math.isfinite(rows[0].fd)
+    )
+    assert ev.real_images("val", 4)[2] != ev.real_images("test", 4)[2]  # other prompts than the reported rows
+    with pytest.raises(ValueError, match="split must be 'test'"):
+        EvalConfig(split="train")
