@@ -14,6 +14,7 @@ import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from lcm_plugin.adapters.formats import ParsedKeys, component_of, parse_keys, target_kind
 from lcm_plugin.adapters.kohya_names import ARCHS
@@ -232,3 +233,23 @@ def _read_alphas(header: SafetensorsHeader, parsed: ParsedKeys) -> dict[str, flo
 def header_bytes(header: SafetensorsHeader) -> int:
     """Sum of tensor bytes according to the header (a sanity check against the file size)."""
     return sum(tensor_nbytes(i) for i in header.tensors.values())
+
+
+def distillation_grid_size(path: str | os.PathLike) -> int | None:
+    """N of the skipping-step grid an LCM-LoRA was distilled on (our trainer writes it to the metadata as
+    ``lcm_plugin.num_ddim_timesteps``), or None when the file does not say (public LCM-LoRAs: N = 50).
+
+    Sample with ``original_inference_steps = N`` so the inference timesteps lie on the grid the adapter learnt.
+    A folder is searched for its single ``.safetensors`` file.
+    """
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(p.glob("*.safetensors"))
+        if len(files) != 1:
+            return None
+        p = files[0]
+    value = read_header(p).metadata.get("lcm_plugin.num_ddim_timesteps")
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None

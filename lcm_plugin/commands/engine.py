@@ -12,19 +12,31 @@ logger = logging.getLogger(__name__)
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the engine's sub-commands to the top-level parser."""
-    p = subparsers.add_parser("timesteps", help="print the LCM timesteps and sigmas for a step count and strength")
+    p = subparsers.add_parser(
+        "timesteps", help="print the LCM timesteps and sigmas for a step count and strength"
+    )
     p.add_argument("--steps", type=int, default=4, help="number of LCM steps (default 4)")
-    p.add_argument("--strength", type=float, default=1.0, help="img2img strength / denoise in (0, 1] (default 1.0)")
+    p.add_argument(
+        "--strength", type=float, default=1.0, help="img2img strength / denoise in (0, 1] (default 1.0)"
+    )
     p.add_argument("--original-steps", type=int, default=50, help="distillation grid size N (default 50)")
     p.set_defaults(handler=_timesteps)
 
-    g = subparsers.add_parser("generate", help="generate images with LCM from a diffusers checkpoint folder or single file")
-    g.add_argument("--model", required=True, help="diffusers pipeline folder, or a .safetensors single-file checkpoint")
+    g = subparsers.add_parser(
+        "generate", help="generate images with LCM from a diffusers checkpoint folder or single file"
+    )
+    g.add_argument(
+        "--model", required=True, help="diffusers pipeline folder, or a .safetensors single-file checkpoint"
+    )
     g.add_argument("--prompt", required=True, action="append", help="prompt (repeat for several images)")
     g.add_argument("--negative-prompt", default=None, help="negative prompt (acts only with --guidance > 1)")
-    g.add_argument("--lora", default=None, help="LCM-LoRA .safetensors file or folder to load (diffusers or kohya keys)")
+    g.add_argument(
+        "--lora", default=None, help="LCM-LoRA .safetensors file or folder to load (diffusers or kohya keys)"
+    )
     g.add_argument("--steps", type=int, default=4, help="LCM steps (default 4)")
-    g.add_argument("--guidance", type=float, default=1.0, help="CFG scale; LCM-LoRA 1-2, full LCM 3-13 (default 1.0)")
+    g.add_argument(
+        "--guidance", type=float, default=1.0, help="CFG scale; LCM-LoRA 1-2, full LCM 3-13 (default 1.0)"
+    )
     g.add_argument("--gamma", type=float, default=1.0, help="1 = LCM, 0 = deterministic, 0.3 = TCD's default")
     g.add_argument("--size", type=int, default=None, help="image height and width (default: the model's)")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -49,11 +61,15 @@ def load_pipeline(model: str):
 
     path = Path(model)
     if not path.exists():
-        raise FileNotFoundError(f"model {model!r} does not exist; pass a diffusers folder or a .safetensors file.")
+        raise FileNotFoundError(
+            f"model {model!r} does not exist; pass a diffusers folder or a .safetensors file."
+        )
     if path.is_dir():
         return AutoPipelineForText2Image.from_pretrained(path)
     if path.suffix != ".safetensors":
-        raise ValueError(f"{path.name}: only .safetensors single-file checkpoints are loaded (never pickled .ckpt/.bin).")
+        raise ValueError(
+            f"{path.name}: only .safetensors single-file checkpoints are loaded (never pickled .ckpt/.bin)."
+        )
     try:
         return StableDiffusionXLPipeline.from_single_file(path)
     except Exception:  # noqa: BLE001 -- diffusers raises several types for an architecture mismatch
@@ -67,7 +83,13 @@ def _generate(args: argparse.Namespace) -> int:
     from lcm_plugin.images import save_grid
 
     pipe = load_pipeline(args.model)
-    pipe.scheduler = LCMPluginScheduler.from_config(pipe.scheduler.config, gamma=args.gamma)
+    extra = {}
+    if args.lora:
+        from lcm_plugin.adapters.inspection import distillation_grid_size
+
+        grid = distillation_grid_size(args.lora)  # our adapters record the grid they were distilled on
+        extra = {} if grid is None else {"original_inference_steps": grid}
+    pipe.scheduler = LCMPluginScheduler.from_config(pipe.scheduler.config, gamma=args.gamma, **extra)
     if args.lora:
         pipe.load_lora_weights(args.lora)
     pipe.set_progress_bar_config(disable=False)

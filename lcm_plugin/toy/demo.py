@@ -86,6 +86,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     """Generate every row, write the PNG grid and return {"rows": [...], "out": path, "seconds": total}."""
     import torch
 
+    from lcm_plugin.adapters.inspection import distillation_grid_size
     from lcm_plugin.toy.evaluate import generate, lcm_scheduler_factory
     from lcm_plugin.toy.evaluate_cmd import parse_steps
     from lcm_plugin.toy.models import load_pipeline
@@ -132,11 +133,12 @@ def run_demo(args: argparse.Namespace) -> dict:
             )
 
     rows, grid_rows, original = [], [], pipe.scheduler
+    grid = None if lora is None else distillation_grid_size(lora)  # sample on the adapter's own timestep grid
     for label, kind, steps, guidance in plans:
         if kind == "lcm" and not getattr(pipe, "_demo_lora_loaded", False):
             pipe.load_lora_weights(str(lora.parent), weight_name=lora.name, adapter_name="lcm")
             pipe._demo_lora_loaded = True
-        pipe.scheduler = lcm_scheduler_factory()(original.config) if kind == "lcm" else original
+        pipe.scheduler = lcm_scheduler_factory(grid)(original.config) if kind == "lcm" else original
         t0 = time.perf_counter()
         images = generate(pipe, all_prompts, steps, guidance, seed=0, batch=len(all_prompts))
         seconds = time.perf_counter() - t0

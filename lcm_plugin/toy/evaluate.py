@@ -117,22 +117,36 @@ def standard_samplers(guidance_scale: float = 4.0, steps: Sequence[int] = STANDA
     ]
 
 
-def lcm_scheduler_factory() -> Callable[[Any], Any]:
-    """``LCMPluginScheduler.from_config`` when the plugin's scheduler exists, else diffusers' LCMScheduler."""
-    try:
-        from lcm_plugin.diffusers_scheduler import LCMPluginScheduler as cls
-    except ImportError:
-        from diffusers import LCMScheduler as cls
+def lcm_scheduler_factory(original_inference_steps: int | None = None) -> Callable[[Any], Any]:
+    """``LCMPluginScheduler.from_config`` (on the distillation grid of size ``original_inference_steps`` when
+    given, else the config's / 50)."""
+    from lcm_plugin.diffusers_scheduler import LCMPluginScheduler
 
-        logger.warning("lcm_plugin.diffusers_scheduler not available; using diffusers.LCMScheduler")
-    return lambda c: cls.from_config(c)
+    extra = (
+        {}
+        if original_inference_steps is None
+        else {"original_inference_steps": int(original_inference_steps)}
+    )
+    return lambda c: LCMPluginScheduler.from_config(c, **extra)
 
 
 def lcm_sampler(
-    lora: str | None, steps: Sequence[int] = (1, 2, 4, 8), guidance_scale: float = 1.0, name: str = "LCM-LoRA"
+    lora: str | None,
+    steps: Sequence[int] = (1, 2, 4, 8),
+    guidance_scale: float = 1.0,
+    name: str = "LCM-LoRA",
+    original_inference_steps: int | None = None,
 ) -> Sampler:
-    """An LCM row: the LCM scheduler with an LCM-LoRA (or a full LCM checkpoint when ``lora`` is None)."""
-    return Sampler(name, lcm_scheduler_factory(), guidance_scale, tuple(int(s) for s in steps), lora=lora)
+    """An LCM row: the LCM scheduler with an LCM-LoRA (or a full LCM checkpoint when ``lora`` is None).
+
+    The grid size N defaults to the one the adapter was distilled on (its metadata), else 50.
+    """
+    if original_inference_steps is None and lora is not None:
+        from lcm_plugin.adapters.inspection import distillation_grid_size
+
+        original_inference_steps = distillation_grid_size(lora)
+    factory = lcm_scheduler_factory(original_inference_steps)
+    return Sampler(name, factory, guidance_scale, tuple(int(s) for s in steps), lora=lora)
 
 
 class _Metrics:

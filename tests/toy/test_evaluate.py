@@ -109,3 +109,25 @@ def test_validation_split_for_model_selection(judge, teacher_pipe, monkeypatch):
     assert ev.real_images("val", 4)[2] != ev.real_images("test", 4)[2]  # other prompts than the reported rows
     with pytest.raises(ValueError, match="split must be 'test'"):
         EvalConfig(split="train")
+
+
+def test_lcm_rows_sample_on_the_grid_the_adapter_was_distilled_on(teacher_pipe, tmp_path):
+    from safetensors.torch import save_file
+
+    from lcm_plugin.adapters.inspection import distillation_grid_size
+
+    tensors = {"unet.down_blocks.0.attentions.0.proj_in.lora_A.weight": torch.zeros(2, 4)}
+    ours = tmp_path / "ours" / "pytorch_lora_weights.safetensors"
+    ours.parent.mkdir()
+    save_file(tensors, str(ours), metadata={"lcm_plugin.num_ddim_timesteps": "20"})
+    public = tmp_path / "public.safetensors"
+    save_file(tensors, str(public))
+    assert distillation_grid_size(ours) == 20 and distillation_grid_size(ours.parent) == 20
+    assert distillation_grid_size(public) is None
+
+    sched = lcm_sampler(str(ours), (4,)).scheduler_factory(teacher_pipe.scheduler.config)
+    sched.set_timesteps(4)
+    assert sched.timesteps.tolist() == [999, 749, 499, 249]  # N = 20: k = 50
+    sched = lcm_sampler(str(public), (4,)).scheduler_factory(teacher_pipe.scheduler.config)
+    sched.set_timesteps(4)
+    assert sched.timesteps.tolist() == [999, 759, 499, 259]  # the public default N = 50
