@@ -83,12 +83,10 @@ def _generate(args: argparse.Namespace) -> int:
     from lcm_plugin.images import save_grid
 
     pipe = load_pipeline(args.model)
-    extra = {}
-    if args.lora:
-        from lcm_plugin.adapters.inspection import distillation_grid_size
+    from lcm_plugin.adapters.inspection import distillation_grid_size
 
-        grid = distillation_grid_size(args.lora)  # our adapters record the grid they were distilled on
-        extra = {} if grid is None else {"original_inference_steps": grid}
+    grid = distillation_grid_size(args.lora) if args.lora else None  # our adapters record their grid
+    extra = {} if grid is None else {"original_inference_steps": grid}
     pipe.scheduler = LCMPluginScheduler.from_config(pipe.scheduler.config, gamma=args.gamma, **extra)
     if args.lora:
         pipe.load_lora_weights(args.lora)
