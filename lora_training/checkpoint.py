@@ -48,27 +48,50 @@ def resolve_resume(output_dir: str, resume: str | None) -> Path | None:
     return path
 
 
+def _split_tensors(value, name: str, tensors: dict[str, torch.Tensor]):
+    """``value`` with every tensor (at any depth of dicts and lists) replaced by ``{"__tensor__": name}``."""
+    if isinstance(value, torch.Tensor):
+        tensors[name] = value.detach().cpu().contiguous()
+        return {"__tensor__": name}
+    if isinstance(value, dict):
+        return {str(k): _split_tensors(v, f"{name}.{k}", tensors) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_split_tensors(v, f"{name}.{i}", tensors) for i, v in enumerate(value)]
+    return value
+
+
+def _join_tensors(value, tensors: dict[str, torch.Tensor]):
+    if isinstance(value, dict):
+        if set(value) == {"__tensor__"}:
+            return tensors[value["__tensor__"]]
+        return {k: _join_tensors(v, tensors) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_join_tensors(v, tensors) for v in value]
+    return value
+
+
 def flatten_optimizer_state(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
-    """Split ``optimizer.state_dict()`` into tensors (for safetensors) and a JSON-able rest."""
+    """Split ``optimizer.state_dict()`` into tensors (for safetensors) and a JSON-able rest.
+
+    Per-parameter states may nest tensors in dicts (bitsandbytes' 8-bit optimizers wrap their quantisation
+    state that way), so tensors are lifted out at any depth and named by their path.
+    """
     tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, dict] = {}
-    for pid, pstate in state["state"].items():
-        for key, value in pstate.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"{pid}.{key}"] = value.detach().cpu().contiguous()
-            else:
-                scalars.setdefault(str(pid), {})[key] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+    per_param = {str(pid): _split_tensors(pstate, str(pid), tensors) for pid, pstate in state["state"].items()}
+    return tensors, {"param_groups": state["param_groups"], "state": per_param}
 
 
 def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], rest: dict) -> dict:
     """Inverse of :func:`flatten_optimizer_state`."""
-    state: dict[int, dict] = {}
-    for name, value in tensors.items():
-        pid, key = name.split(".", 1)
-        state.setdefault(int(pid), {})[key] = value
-    for pid, values in rest["scalars"].items():
-        state.setdefault(int(pid), {}).update(values)
+    if "scalars" in rest:  # checkpoints written before nested states were supported (tensors one level deep)
+        state: dict[int, dict] = {}
+        for name, value in tensors.items():
+            pid, key = name.split(".", 1)
+            state.setdefault(int(pid), {})[key] = value
+        for pid, values in rest["scalars"].items():
+            state.setdefault(int(pid), {}).update(values)
+        return {"state": state, "param_groups": rest["param_groups"]}
+    state = {int(pid): _join_tensors(pstate, tensors) for pid, pstate in rest["state"].items()}
     return {"state": state, "param_groups": rest["param_groups"]}
 
 

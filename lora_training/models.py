@@ -106,7 +106,8 @@ def _nf4_unet(path: str, compute_dtype: torch.dtype):
                            "here. Drop --nf4-base (bf16/fp16 mixed precision also saves memory).")  # fmt: skip
     from diffusers import BitsAndBytesConfig, UNet2DConditionModel
 
-    qc = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype)
+    qc = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                            bnb_4bit_compute_dtype=compute_dtype)  # fmt: skip
     return UNet2DConditionModel.from_pretrained(path, subfolder="unet", quantization_config=qc, local_files_only=True)
 
 
