@@ -24,6 +24,7 @@ class TeacherConfig:
             step reached; CPU speed varies on shared machines); 0 = no cap.
         decoder_steps / decoder_lr / decoder_max_minutes: final decoder-only fine-tuning (encoder frozen).
         save_every: save the pipeline every this many UNet steps (so a killed run still leaves a model).
+        device: where the models train ("cpu", "cuda", "cuda:1"); the random draws stay on the CPU generator.
     """
 
     n_train: int = 30000
@@ -46,6 +47,7 @@ class TeacherConfig:
     decoder_steps: int = 3000
     decoder_lr: float = 1e-3
     decoder_max_minutes: float = 0.0
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         for name in ("n_train", "vae_batch", "unet_batch", "threads", "save_every", "warmup"):

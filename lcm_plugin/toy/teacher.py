@@ -42,9 +42,10 @@ def train_vae(vae, images: torch.Tensor, cfg: TeacherConfig, generator: torch.Ge
         for g in opt.param_groups:  # cosine decay: the short CPU budget needs a well-converged end point
             g["lr"] = cfg.vae_lr * 0.5 * (1.0 + math.cos(math.pi * step / max(cfg.vae_steps, 1)))
         idx = torch.randint(0, len(images), (cfg.vae_batch,), generator=generator)
-        x = images[idx]
+        x = images[idx.to(images.device)]
         post = vae.encode(x).latent_dist
-        rec = vae.decode(post.sample(generator=generator)).sample
+        eps = torch.randn(post.mean.shape, generator=generator).to(x.device)
+        rec = vae.decode(post.mean + post.std * eps).sample
         loss = F.mse_loss(rec, x) + cfg.kl_weight * post.kl().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -77,7 +78,7 @@ def finetune_decoder(vae, images: torch.Tensor, cfg: TeacherConfig, generator: t
     for step in tqdm(range(cfg.decoder_steps), desc="decoder", mininterval=10):
         for g in opt.param_groups:
             g["lr"] = cfg.decoder_lr * 0.5 * (1.0 + math.cos(math.pi * step / cfg.decoder_steps))
-        x = images[torch.randint(0, len(images), (cfg.vae_batch,), generator=generator)]
+        x = images[torch.randint(0, len(images), (cfg.vae_batch,), generator=generator).to(images.device)]
         with torch.no_grad():
             z = vae.encode(x).latent_dist.mode()
         rec = vae.decode(z).sample
@@ -163,12 +164,17 @@ def train_teacher(
     t0 = time.time()
     logger.info("drawing %d training images", cfg.n_train)
     arrays, captions, _ = world.make_arrays(world_cfg, "train", cfg.n_train)
-    images = to_model_range(arrays)
+    device = torch.device(cfg.device)
+    images = to_model_range(arrays).to(device)
     logger.info("data ready in %.0f s", time.time() - t0)
 
     if resume is not None:
         previous = models.load_pipeline(resume)
-        vae, text_encoder, unet = previous.vae, previous.text_encoder, previous.unet
+        vae, text_encoder, unet = (
+            previous.vae.to(device),
+            previous.text_encoder.to(device),
+            previous.unet.to(device),
+        )
         if len(previous.tokenizer) != len(tokenizer):
             raise ValueError(f"{resume} was trained with another tokenizer; train from scratch instead")
         unet.train()
@@ -176,26 +182,26 @@ def train_teacher(
         latents = encode_latents(vae, images)
         scale = float(vae.config.scaling_factor)
     else:
-        vae = train_vae(models.build_vae(), images, cfg, gen)
+        vae = train_vae(models.build_vae().to(device), images, cfg, gen)
         latents = encode_latents(vae, images)
         scale = float(1.0 / latents.std())
         vae.register_to_config(scaling_factor=scale)
         text_encoder = models.build_text_encoder(
             len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id
         )
-        unet = models.build_unet()
+        text_encoder, unet = text_encoder.to(device), models.build_unet().to(device)
     latents = latents * scale
     logger.info("vae done at %.0f s; scaling_factor %.4f", time.time() - t0, scale)
 
     ids = tokenizer(
         captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt"
-    ).input_ids
-    empty = tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids
+    ).input_ids.to(device)
+    empty = tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids.to(device)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     ema = [p.detach().clone() for p in params]
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=1e-2)
     noise_sched = DDPMScheduler(**{k: v for k, v in models.SD_SCHEDULE.items() if k != "set_alpha_to_one"})
-    abar = noise_sched.alphas_cumprod
+    abar = noise_sched.alphas_cumprod.to(device)
     snr = abar / (1 - abar)
     unet_t0 = time.time()
 
@@ -213,13 +219,14 @@ def train_teacher(
         lr = cfg.unet_lr * min(1.0, (step + 1) / cfg.warmup)
         for g in opt.param_groups:
             g["lr"] = lr
-        idx = torch.randint(0, len(latents), (cfg.unet_batch,), generator=gen)
+        idx = torch.randint(0, len(latents), (cfg.unet_batch,), generator=gen).to(device)
         x0, tok = latents[idx], ids[idx].clone()
-        drop = torch.rand(cfg.unet_batch, generator=gen) < cfg.cfg_dropout
+        drop = (torch.rand(cfg.unet_batch, generator=gen) < cfg.cfg_dropout).to(device)
         tok[drop] = empty
-        t = torch.randint(0, 1000, (cfg.unet_batch,), generator=gen)
-        eps = torch.randn(x0.shape, generator=gen)
-        zt = noise_sched.add_noise(x0, eps, t)
+        t = torch.randint(0, 1000, (cfg.unet_batch,), generator=gen).to(device)
+        eps = torch.randn(x0.shape, generator=gen).to(device)
+        a = abar[t].reshape(-1, 1, 1, 1)
+        zt = a.sqrt() * x0 + (1 - a).sqrt() * eps  # DDPMScheduler.add_noise, on the device
         pred = unet(zt, t, text_encoder(tok)[0]).sample
         per = (pred - eps).pow(2).mean(dim=(1, 2, 3))
         w = torch.clamp(snr[t], max=cfg.snr_gamma) / snr[t] if cfg.snr_gamma > 0 else torch.ones_like(per)
