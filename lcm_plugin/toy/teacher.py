@@ -153,6 +153,9 @@ def train_teacher(
     from diffusers import DDPMScheduler
 
     world_cfg = world_cfg or world.WorldConfig()
+    device = torch.device(cfg.device)  # a bad name fails here, before any work
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {cfg.device!r}: no CUDA GPU is visible on this machine; use --device cpu.")
     torch.set_num_threads(cfg.threads)
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -164,7 +167,6 @@ def train_teacher(
     t0 = time.time()
     logger.info("drawing %d training images", cfg.n_train)
     arrays, captions, _ = world.make_arrays(world_cfg, "train", cfg.n_train)
-    device = torch.device(cfg.device)
     images = to_model_range(arrays).to(device)
     logger.info("data ready in %.0f s", time.time() - t0)
 

@@ -93,3 +93,17 @@ def test_tiny_training_run_writes_a_loadable_pipeline(tmp_path):
     assert pipe.vae.config.scaling_factor > 0 and pipe.unet.config.sample_size == 8
     with pytest.raises(ValueError, match="warmup must be >= 1"):
         TeacherConfig(warmup=0)
+
+
+def test_training_device_is_checked_before_any_work(tmp_path):
+    import torch
+
+    from lcm_plugin.toy.configs import TeacherConfig
+    from lcm_plugin.toy.teacher import train_teacher
+
+    with pytest.raises(RuntimeError):  # torch's own message for a device name it does not know
+        train_teacher(tmp_path / "t", TeacherConfig(device="gpu0"))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU is visible.*--device cpu"):
+            train_teacher(tmp_path / "t", TeacherConfig(device="cuda"))
+    assert not (tmp_path / "t").exists()
