@@ -125,10 +125,10 @@ def run_variant(
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
+    from benchmarks.train_step import reference_loss
     from lcm_plugin.core import sd_alphas_cumprod
     from lora_training.config import DEFAULT_LORA_TARGETS
-    from lora_training.lcd import Objective, consistency_fn, draw, lcm_loss, teacher_solve
-    from lora_training.losses import consistency_loss
+    from lora_training.lcd import Objective, lcm_loss
     from lora_training.models import add_lora, clone_frozen
     from lora_training.teachers import adapters_disabled, unet_call
 
@@ -291,26 +291,7 @@ def run_variant(
                         }
                     else:
                         unc = uncond
-                d = draw(obj, latents, gen)
-                a = obj.alphas_cumprod.to(device)[d.t_start].reshape(-1, 1, 1, 1)
-                noisy = a.sqrt() * latents + (1 - a).sqrt() * d.noise
-                pred = consistency_fn(obj, student, noisy, d.t_start, cond, None)
-
-                def two_pass_teacher(s, t, c):  # the reference's separate fp32 teacher, cond then uncond
-                    half = s.shape[0] // 2
-                    first = {k: v[:half] for k, v in c.items()}
-                    second = {k: v[half:] for k, v in c.items()}
-                    return torch.cat(
-                        [
-                            unet_call(teacher, s[:half], t[:half], first),
-                            unet_call(teacher, s[half:], t[half:], second),
-                        ]
-                    )
-
-                z_prev = teacher_solve(obj, two_pass_teacher, noisy, d, cond, unc)
-                with torch.no_grad():
-                    target = consistency_fn(obj, student, z_prev, d.t_end, cond, None)
-                loss = consistency_loss(pred, target, loss_type="huber", huber_c=0.001)
+                loss = reference_loss(obj, student, teacher, latents, cond, unc, gen)  # fp32 teacher, 2 passes
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()

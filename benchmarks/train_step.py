@@ -95,14 +95,39 @@ def write_cache(workload: str, batch: int, latent: int, path: str) -> None:
                    "uncond_embeds": _encode_text(tok, te, [""]).expand(batch, -1, -1).contiguous()}, path)
 
 
+def reference_loss(obj, student, teacher, latents, cond: dict, uncond: dict, gen):
+    """The diffusers reference script's LCM-LoRA loss on clean ``latents``: student prediction at t_{n+k}, the
+    separate ``teacher`` UNet called twice (cond, then uncond), target = the student under no-grad at t_n.
+    Same LCM math as ours (lora_training.lcd); only the teacher calls and the order differ."""
+    import torch
+
+    from lora_training.lcd import consistency_fn, draw, teacher_solve
+    from lora_training.losses import consistency_loss
+    from lora_training.teachers import unet_call
+
+    d = draw(obj, latents, gen)
+    a = obj.alphas_cumprod.to(latents.device)[d.t_start].reshape(-1, 1, 1, 1)
+    noisy = a.sqrt() * latents + (1 - a).sqrt() * d.noise
+    pred = consistency_fn(obj, student, noisy, d.t_start, cond, None)
+
+    def two_pass_teacher(s, t, c):
+        half = s.shape[0] // 2
+        first, second = ({k: v[:half] for k, v in c.items()}, {k: v[half:] for k, v in c.items()})
+        return torch.cat([unet_call(teacher, s[:half], t[:half], first), unet_call(teacher, s[half:], t[half:], second)])
+
+    z_prev = teacher_solve(obj, two_pass_teacher, noisy, d, cond, uncond)
+    with torch.no_grad():
+        target = consistency_fn(obj, student, z_prev, d.t_end, cond, None)
+    return consistency_loss(pred, target, loss_type="huber", huber_c=0.001)
+
+
 def run_variant(variant: str, workload: str, batch: int, latent: int, steps: int, rank: int, threads: int,
                 cache: str | None = None) -> dict:
     import torch
 
     from lcm_plugin.core import sd_alphas_cumprod
     from lora_training.config import DEFAULT_LORA_TARGETS
-    from lora_training.lcd import Objective, consistency_fn, draw, lcm_loss, teacher_solve
-    from lora_training.losses import consistency_loss
+    from lora_training.lcd import Objective, lcm_loss
     from lora_training.models import add_lora, clone_frozen
     from lora_training.teachers import adapters_disabled, unet_call
 
@@ -153,22 +178,7 @@ def run_variant(variant: str, workload: str, batch: int, latent: int, steps: int
                 latents = (dist.mean + dist.std * torch.randn(dist.mean.shape, generator=gen)) * vae.config.scaling_factor
                 cond = {"encoder_hidden_states": encode_text(captions)}
                 uncond = {"encoder_hidden_states": encode_text([""] * batch)}
-            d = draw(obj, latents, gen)
-            a = obj.alphas_cumprod[d.t_start].reshape(-1, 1, 1, 1)
-            noisy = a.sqrt() * latents + (1 - a).sqrt() * d.noise
-            pred = consistency_fn(obj, student, noisy, d.t_start, cond, None)
-
-            def two_pass_teacher(s, t, c):  # the reference's two separate teacher calls (cond, then uncond)
-                h = c["encoder_hidden_states"]
-                half = h.shape[0] // 2
-                oc = unet_call(teacher, s[:half], t[:half], {"encoder_hidden_states": h[:half]})
-                ou = unet_call(teacher, s[half:], t[half:], {"encoder_hidden_states": h[half:]})
-                return torch.cat([oc, ou])
-
-            z_prev = teacher_solve(obj, two_pass_teacher, noisy, d, cond, uncond)
-            with torch.no_grad():
-                target = consistency_fn(obj, student, z_prev, d.t_end, cond, None)
-            loss = consistency_loss(pred, target, loss_type="huber", huber_c=0.001)
+            loss = reference_loss(obj, student, teacher, latents, cond, uncond, gen)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
