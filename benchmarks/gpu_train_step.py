@@ -130,7 +130,7 @@ def run_variant(
     from lora_training.config import DEFAULT_LORA_TARGETS
     from lora_training.lcd import Objective, lcm_loss
     from lora_training.models import add_lora, clone_frozen
-    from lora_training.teachers import adapters_disabled, unet_call
+    from lora_training.teachers import adapters_disabled, sdxl_unconditional, unet_call
 
     cuda = device.startswith("cuda")
     bf16 = torch.bfloat16
@@ -263,11 +263,7 @@ def run_variant(
                     cond.update(
                         text_embeds=cache["text_embeds"].to(device), time_ids=cache["time_ids"].to(device)
                     )
-                    unc = {
-                        "encoder_hidden_states": torch.zeros_like(cond["encoder_hidden_states"]),
-                        "text_embeds": torch.zeros_like(cond["text_embeds"]),
-                        "time_ids": cond["time_ids"],
-                    }
+                    unc = sdxl_unconditional(cond)
                 else:
                     unc = {
                         "encoder_hidden_states": cache_uncond.to(device).expand_as(
@@ -283,14 +279,7 @@ def run_variant(
                     noise = torch.randn(dist.mean.shape, generator=gen).to(device)
                     latents = (dist.mean + dist.std * noise) * vae.config.scaling_factor
                     cond = encode(ids)
-                    if sdxl:
-                        unc = {
-                            "encoder_hidden_states": torch.zeros_like(cond["encoder_hidden_states"]),
-                            "text_embeds": torch.zeros_like(cond["text_embeds"]),
-                            "time_ids": time_ids,
-                        }
-                    else:
-                        unc = uncond
+                    unc = sdxl_unconditional(cond) if sdxl else uncond
                 loss = reference_loss(obj, student, teacher, latents, cond, unc, gen)  # fp32 teacher, 2 passes
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

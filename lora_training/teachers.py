@@ -119,14 +119,19 @@ def encode_prompts(parts: TeacherParts, captions: list[str], *, resolution: int,
     return {"encoder_hidden_states": embeds}
 
 
+def sdxl_unconditional(cond: dict) -> dict:
+    """SDXL's unconditional branch: zero text embeddings, the same time ids (as its reference script)."""
+    return {
+        "encoder_hidden_states": torch.zeros_like(cond["encoder_hidden_states"]),
+        "text_embeds": torch.zeros_like(cond["text_embeds"]),
+        "time_ids": cond["time_ids"],
+    }
+
+
 def unconditional(parts: TeacherParts, cond: dict, *, resolution: int, device: torch.device) -> dict:
     """The unconditional branch of CFG: the embedding of "" (SD), zeros for SDXL (as its reference script)."""
     if parts.is_sdxl:
-        return {
-            "encoder_hidden_states": torch.zeros_like(cond["encoder_hidden_states"]),
-            "text_embeds": torch.zeros_like(cond["text_embeds"]),
-            "time_ids": cond["time_ids"],
-        }
+        return sdxl_unconditional(cond)
     empty = encode_prompts(parts, [""], resolution=resolution, device=device)["encoder_hidden_states"]
     return {"encoder_hidden_states": empty.expand_as(cond["encoder_hidden_states"]).contiguous()}
 
