@@ -14,6 +14,10 @@ class TeacherConfig:
         vae_steps / vae_batch / vae_lr: autoencoder training.
         unet_steps / unet_batch / unet_lr: UNet + text encoder training.
         warmup: linear learning-rate warm-up steps of the UNet.
+        lr_schedule: UNet learning rate after the warm-up: "constant", or "cosine" (decays to 0 at
+            ``unet_steps``; with a ``max_minutes`` cap, size ``unet_steps`` to what fits).
+        pair_fraction: share of two-object scenes among the training images (the world draws 0.3; more
+            pairs put more of the training on binding colours and shapes to the right object).
         cfg_dropout: fraction of captions replaced by "" (enables classifier-free guidance).
         ema_decay: EMA decay of the UNet/text-encoder weights that are saved.
         kl_weight: weight of the VAE's KL term.
@@ -35,6 +39,8 @@ class TeacherConfig:
     unet_batch: int = 64
     unet_lr: float = 5e-4
     warmup: int = 100
+    lr_schedule: str = "constant"
+    pair_fraction: float = 0.3
     cfg_dropout: float = 0.1
     ema_decay: float = 0.999
     kl_weight: float = 1e-6
@@ -55,6 +61,10 @@ class TeacherConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.vae_steps < 0 or self.unet_steps < 0 or self.decoder_steps < 0:
             raise ValueError("vae_steps, unet_steps and decoder_steps must be >= 0")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if not 0.0 <= self.pair_fraction <= 1.0:
+            raise ValueError(f"pair_fraction must be in [0, 1], got {self.pair_fraction}")
         if not 0.0 <= self.cfg_dropout < 1.0:
             raise ValueError(f"cfg_dropout must be in [0, 1), got {self.cfg_dropout}")
         if not 0.0 <= self.ema_decay < 1.0:

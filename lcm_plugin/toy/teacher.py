@@ -9,6 +9,7 @@ standard ``StableDiffusionPipeline`` folder (fp16 safetensors).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -139,6 +140,15 @@ def _save_pipeline(vae, text_encoder, tokenizer, unet, tok_dir: Path, out_dir: P
     shutil.rmtree(old, ignore_errors=True)
 
 
+def unet_lr_at(cfg: TeacherConfig, step: int) -> float:
+    """Learning rate of UNet step ``step``: linear warm-up, then constant or a cosine decay to 0."""
+    lr = cfg.unet_lr * min(1.0, (step + 1) / cfg.warmup)
+    if cfg.lr_schedule == "cosine" and step >= cfg.warmup:
+        span = max(cfg.unet_steps - cfg.warmup, 1)
+        lr = cfg.unet_lr * 0.5 * (1.0 + math.cos(math.pi * min(step - cfg.warmup, span) / span))
+    return lr
+
+
 def train_teacher(
     out_dir: str | os.PathLike,
     cfg: TeacherConfig,
@@ -152,7 +162,7 @@ def train_teacher(
     """
     from diffusers import DDPMScheduler
 
-    world_cfg = world_cfg or world.WorldConfig()
+    world_cfg = dataclasses.replace(world_cfg or world.WorldConfig(), pair_fraction=cfg.pair_fraction)
     device = torch.device(cfg.device)  # a bad name fails here, before any work
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {cfg.device!r}: no CUDA GPU is visible on this machine; use --device cpu.")
@@ -218,7 +228,7 @@ def train_teacher(
                 p.copy_(v)
 
     for step in tqdm(range(cfg.unet_steps), desc="unet", mininterval=10):
-        lr = cfg.unet_lr * min(1.0, (step + 1) / cfg.warmup)
+        lr = unet_lr_at(cfg, step)
         for g in opt.param_groups:
             g["lr"] = lr
         idx = torch.randint(0, len(latents), (cfg.unet_batch,), generator=gen).to(device)

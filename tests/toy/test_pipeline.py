@@ -107,3 +107,31 @@ def test_training_device_is_checked_before_any_work(tmp_path):
         with pytest.raises(ValueError, match="no CUDA GPU is visible.*--device cpu"):
             train_teacher(tmp_path / "t", TeacherConfig(device="cuda"))
     assert not (tmp_path / "t").exists()
+
+
+def test_cosine_schedule_and_pair_fraction_settings(tmp_path, monkeypatch):
+    from lcm_plugin.toy import teacher
+    from lcm_plugin.toy.configs import TeacherConfig
+
+    cfg = TeacherConfig(unet_lr=1e-3, warmup=10, unet_steps=110, lr_schedule="cosine")
+    lrs = [teacher.unet_lr_at(cfg, s) for s in range(110)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[10] == pytest.approx(1e-3)
+    assert lrs[60] == pytest.approx(5e-4) and lrs[109] < 1e-6
+    assert all(b <= a for a, b in zip(lrs[10:-1], lrs[11:], strict=True))
+    flat = TeacherConfig(unet_lr=1e-3, warmup=10, unet_steps=110)
+    assert teacher.unet_lr_at(flat, 109) == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="lr_schedule must be"):
+        TeacherConfig(lr_schedule="linear")
+    with pytest.raises(ValueError, match="pair_fraction must be in"):
+        TeacherConfig(pair_fraction=1.2)
+
+    seen = {}
+
+    def fake_make_arrays(world_cfg, split, count):
+        seen.update(pair_fraction=world_cfg.pair_fraction, split=split, count=count)
+        raise KeyboardInterrupt  # stop before any training
+
+    monkeypatch.setattr(teacher.world, "make_arrays", fake_make_arrays)
+    with pytest.raises(KeyboardInterrupt):
+        teacher.train_teacher(tmp_path / "t", TeacherConfig(n_train=8, pair_fraction=0.75))
+    assert seen == {"pair_fraction": 0.75, "split": "train", "count": 8}
