@@ -117,16 +117,18 @@ def standard_samplers(guidance_scale: float = 4.0, steps: Sequence[int] = STANDA
     ]
 
 
-def lcm_scheduler_factory(original_inference_steps: int | None = None) -> Callable[[Any], Any]:
+def lcm_scheduler_factory(
+    original_inference_steps: int | None = None, gamma: float = 1.0
+) -> Callable[[Any], Any]:
     """``LCMPluginScheduler.from_config`` (on the distillation grid of size ``original_inference_steps`` when
-    given, else the config's / 50)."""
+    given, else the config's / 50; ``gamma`` < 1 is TCD's partial re-noising, 1 is plain LCM)."""
+    from lcm_plugin import core
     from lcm_plugin.diffusers_scheduler import LCMPluginScheduler
 
-    extra = (
-        {}
-        if original_inference_steps is None
-        else {"original_inference_steps": int(original_inference_steps)}
-    )
+    core.check_gamma(gamma)
+    extra: dict[str, Any] = {"gamma": float(gamma)}
+    if original_inference_steps is not None:
+        extra["original_inference_steps"] = int(original_inference_steps)
     return lambda c: LCMPluginScheduler.from_config(c, **extra)
 
 
@@ -136,16 +138,20 @@ def lcm_sampler(
     guidance_scale: float = 1.0,
     name: str = "LCM-LoRA",
     original_inference_steps: int | None = None,
+    gamma: float = 1.0,
 ) -> Sampler:
     """An LCM row: the LCM scheduler with an LCM-LoRA (or a full LCM checkpoint when ``lora`` is None).
 
-    The grid size N defaults to the one the adapter was distilled on (its metadata), else 50.
+    The grid size N defaults to the one the adapter was distilled on (its metadata), else 50. ``gamma`` < 1
+    samples with TCD's partial re-noising between steps (the row is then named "<name> (gamma G)").
     """
     if original_inference_steps is None and lora is not None:
         from lcm_plugin.adapters.inspection import distillation_grid_size
 
         original_inference_steps = distillation_grid_size(lora)
-    factory = lcm_scheduler_factory(original_inference_steps)
+    factory = lcm_scheduler_factory(original_inference_steps, gamma)
+    if gamma != 1.0:
+        name = f"{name} (gamma {gamma:g})"
     return Sampler(name, factory, guidance_scale, tuple(int(s) for s in steps), lora=lora)
 
 

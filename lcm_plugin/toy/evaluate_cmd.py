@@ -57,11 +57,22 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
         "--lcm-guidance", type=float, default=1.0, help="LCM CFG scale (1 = no unconditional pass)"
     )
     p.add_argument(
+        "--lcm-gamma",
+        type=float,
+        default=1.0,
+        help="TCD-style re-noising strength of the LCM rows in [0, 1] (1 = plain LCM multistep sampling)",
+    )
+    p.add_argument(
         "--n-samples", type=int, default=128, help="generated images per row (= real reference size)"
     )
     p.add_argument("--batch", type=int, default=128, help="images per pipeline call")
     p.add_argument("--seed", type=int, default=0, help="sample i starts from generator seed SEED+i")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="where the pipeline runs (cpu, cuda, cuda:1); noise is drawn on the CPU, the judge runs on the CPU",
+    )
     p.add_argument(
         "--split",
         default="test",
@@ -101,7 +112,10 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"LCM-LoRA {args.lcm_lora} not found")
     cfg = EvalConfig(n_samples=args.n_samples, batch=args.batch, seed=args.seed, split=args.split)
     judge = load_judge(args.judge)
-    pipe = load_pipeline(args.model)
+    device = torch.device(args.device)  # a bad name fails here, before any work
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: no CUDA GPU is visible on this machine; use --device cpu")
+    pipe = load_pipeline(args.model).to(device)
     samplers = [
         s
         for s, key in zip(
@@ -110,7 +124,11 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
         if key in names
     ]
     if args.lcm_lora is not None:
-        samplers.append(lcm_sampler(str(args.lcm_lora), parse_steps(args.lcm_steps), args.lcm_guidance))
+        samplers.append(
+            lcm_sampler(
+                str(args.lcm_lora), parse_steps(args.lcm_steps), args.lcm_guidance, gamma=args.lcm_gamma
+            )
+        )
     from lcm_plugin.toy.evaluate import evaluate_samplers
 
     t0 = time.perf_counter()
@@ -119,15 +137,17 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
     command = (
         f"lcm-plugin toy evaluate --model {args.model} --samplers {args.samplers or ''} --steps {args.steps} "
         f"--guidance {args.guidance:g} --n-samples {args.n_samples} --batch {args.batch} --seed {args.seed} --threads {args.threads} --split {args.split}"
+        + (f" --device {args.device}" if args.device != "cpu" else "")
         + (
             f" --lcm-lora {args.lcm_lora} --lcm-steps {args.lcm_steps} --lcm-guidance {args.lcm_guidance:g}"
+            + (f" --lcm-gamma {args.lcm_gamma:g}" if args.lcm_gamma != 1.0 else "")
             if args.lcm_lora
             else ""
         )
     )
     preamble = (
         f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {_cpu_name()} x "
-        f"{os.cpu_count()} ({platform.machine()}), {args.threads} torch threads; model: {args.model}; "
+        f"{os.cpu_count()} ({platform.machine()}), {args.threads} torch threads, device {args.device}; model: {args.model}; "
         f"{cfg.n_samples} samples per row ({cfg.split}-split prompts, seeds {cfg.seed}..{cfg.seed + cfg.n_samples - 1}); "
         f"total {total / 60:.1f} min.\nCommand: `{command}`\n\n"
     )

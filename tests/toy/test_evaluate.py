@@ -131,3 +131,28 @@ def test_lcm_rows_sample_on_the_grid_the_adapter_was_distilled_on(teacher_pipe, 
     sched = lcm_sampler(str(public), (4,)).scheduler_factory(teacher_pipe.scheduler.config)
     sched.set_timesteps(4)
     assert sched.timesteps.tolist() == [999, 759, 499, 259]  # the public default N = 50
+
+
+def test_tcd_gamma_rows_and_device_option(teacher_pipe, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from lcm_plugin.cli import main
+
+    lora = tmp_path / "pytorch_lora_weights.safetensors"
+    save_file(
+        {"unet.down_blocks.0.attentions.0.proj_in.lora_A.weight": torch.zeros(2, 4)},
+        str(lora),
+        metadata={"lcm_plugin.num_ddim_timesteps": "20"},
+    )
+    row = lcm_sampler(str(lora), (2,), gamma=0.3)
+    assert row.name == "LCM-LoRA (gamma 0.3)" and lcm_sampler(str(lora), (2,)).name == "LCM-LoRA"
+    sched = row.scheduler_factory(teacher_pipe.scheduler.config)
+    assert sched.config.gamma == pytest.approx(0.3) and sched.config.original_inference_steps == 20
+    assert lcm_sampler(str(lora), (2,)).scheduler_factory(teacher_pipe.scheduler.config).config.gamma == 1.0
+    with pytest.raises(ValueError, match="gamma must be in"):
+        lcm_sampler(str(lora), (2,), gamma=1.5)
+    assert main(["toy", "evaluate", "--lcm-lora", str(lora), "--lcm-gamma", "-0.1"]) == 1
+    assert "gamma must be in [0, 1]" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["toy", "evaluate", "--samplers", "ddim", "--device", "cuda"]) == 1
+        assert "no CUDA GPU is visible" in capsys.readouterr().err
