@@ -15,13 +15,7 @@
 set -u
 OUT=${OUT:-/tmp/gpu_checks}
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-if compgen -G ".whl/*" >/dev/null; then
-  for w in .whl/*; do python3 -m zipfile -e "$w" /tmp/site; done
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
-fi
+source benchmarks/gpu_env.sh
 TOTAL=${GPU_CHECKS_SECONDS:-570}
 left() { echo $((TOTAL - SECONDS)); }
 {

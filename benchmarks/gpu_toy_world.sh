@@ -31,13 +31,7 @@ N_SMALL=${N_SMALL:-128}
 N_LARGE=${N_LARGE:-512}
 THREADS=${THREADS:-4}
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-if compgen -G ".whl/*" >/dev/null; then
-  for w in .whl/*; do python3 -m zipfile -e "$w" /tmp/site; done
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
-fi
+source benchmarks/gpu_env.sh
 CLI="python3 -m lcm_plugin.cli"
 T=$OUT/teacher
 {

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from lcm_plugin.toy import paths
     from lcm_plugin.toy.evaluate import generate, lcm_sampler
-    from lcm_plugin.toy.judge import HEADS, labels_tensor, load_judge, predict
+    from lcm_plugin.toy.judge import all_attributes_right, labels_tensor, load_judge, predict
     from lcm_plugin.toy.judge_train import real_images
     from lcm_plugin.toy.models import load_pipeline
 
@@ -65,9 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     images = generate(pipe, prompts, steps, guidance, args.seed, args.batch)
     pred, truth = predict(judge, images), labels_tensor(scenes)
-    ok = torch.ones(len(scenes), dtype=torch.bool)
-    for name in HEADS:
-        ok &= (pred[name] == truth[name]) | (truth[name] < 0)
+    ok = all_attributes_right(pred, truth)
     forms = [caption_form(c, s) for c, s in zip(prompts, scenes, strict=True)]
     print(
         f"{args.model}: {label}; {args.split} prompts 0..{args.n - 1}, seeds {args.seed}.. "
@@ -85,21 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         first = second = "-"
         if form.startswith("pair"):
             # object 1 = the left/upper one; in reversed captions it is named second.
-            o1 = torch.tensor(
-                [
-                    bool(
-                        pred["shape1"][i] == truth["shape1"][i] and pred["colour1"][i] == truth["colour1"][i]
-                    )
-                    for i in idx
-                ]
-            )
-            o2 = torch.tensor(
-                [
-                    bool(
-                        pred["shape2"][i] == truth["shape2"][i] and pred["colour2"][i] == truth["colour2"][i]
-                    )
-                    for i in idx
-                ]
+            sel = torch.tensor(idx)
+            o1, o2 = (
+                (pred[f"shape{k}"][sel] == truth[f"shape{k}"][sel])
+                & (pred[f"colour{k}"][sel] == truth[f"colour{k}"][sel])
+                for k in (1, 2)
             )
             named_first, named_second = (o1, o2) if form == "pair, scene order" else (o2, o1)
             first, second = f"{named_first.float().mean():.3f}", f"{named_second.float().mean():.3f}"
