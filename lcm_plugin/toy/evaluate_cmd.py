@@ -98,7 +98,7 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
 
     from lcm_plugin.toy.evaluate import EvalConfig, lcm_sampler, standard_samplers
     from lcm_plugin.toy.judge import load_judge
-    from lcm_plugin.toy.models import load_pipeline
+    from lcm_plugin.toy.models import checked_device, load_pipeline
     from lcm_plugin.toy.report import image_grid, metrics_chart, write_markdown
 
     torch.set_num_threads(args.threads)
@@ -111,10 +111,8 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
     if args.lcm_lora is not None and not args.lcm_lora.exists():
         raise FileNotFoundError(f"LCM-LoRA {args.lcm_lora} not found")
     cfg = EvalConfig(n_samples=args.n_samples, batch=args.batch, seed=args.seed, split=args.split)
+    device = checked_device(args.device)  # before any loading
     judge = load_judge(args.judge)
-    device = torch.device(args.device)  # a bad name fails here, before any work
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {args.device}: no CUDA GPU is visible on this machine; use --device cpu")
     pipe = load_pipeline(args.model).to(device)
     samplers = [
         s

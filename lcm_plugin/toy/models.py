@@ -87,6 +87,14 @@ def build_scheduler():
     return DDIMScheduler(**SD_SCHEDULE)
 
 
+def checked_device(name: str) -> torch.device:
+    """``torch.device(name)``, failing before any work on a bad name or a CUDA device this machine lacks."""
+    device = torch.device(name)  # torch's own error for a name it does not know
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: no CUDA GPU is visible on this machine; use --device cpu.")
+    return device
+
+
 def load_pipeline(path: str | os.PathLike, dtype: torch.dtype = torch.float32):
     """Load a diffusers StableDiffusionPipeline folder offline (no safety checker), in ``dtype``."""
     from diffusers import StableDiffusionPipeline

@@ -29,6 +29,12 @@ from lcm_plugin.toy.tokenizer import build_tokenizer_files, load_tokenizer
 logger = logging.getLogger(__name__)
 
 
+def cosine_lr(base: float, step: int, total: int) -> float:
+    """Cosine decay from ``base`` at step 0 to 0 at step ``total`` (held at 0 after it)."""
+    total = max(total, 1)
+    return base * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+
+
 def to_model_range(images_uint8: np.ndarray) -> torch.Tensor:
     """uint8 (N, 3, H, W) -> float tensor in [-1, 1], the range SD's VAE expects."""
     return torch.from_numpy(images_uint8).float().div(127.5).sub(1.0)
@@ -41,7 +47,7 @@ def train_vae(vae, images: torch.Tensor, cfg: TeacherConfig, generator: torch.Ge
     start = time.time()
     for step in tqdm(range(cfg.vae_steps), desc="vae", mininterval=10):
         for g in opt.param_groups:  # cosine decay: the short CPU budget needs a well-converged end point
-            g["lr"] = cfg.vae_lr * 0.5 * (1.0 + math.cos(math.pi * step / max(cfg.vae_steps, 1)))
+            g["lr"] = cosine_lr(cfg.vae_lr, step, cfg.vae_steps)
         idx = torch.randint(0, len(images), (cfg.vae_batch,), generator=generator)
         x = images[idx.to(images.device)]
         post = vae.encode(x).latent_dist
@@ -78,7 +84,7 @@ def finetune_decoder(vae, images: torch.Tensor, cfg: TeacherConfig, generator: t
     start = time.time()
     for step in tqdm(range(cfg.decoder_steps), desc="decoder", mininterval=10):
         for g in opt.param_groups:
-            g["lr"] = cfg.decoder_lr * 0.5 * (1.0 + math.cos(math.pi * step / cfg.decoder_steps))
+            g["lr"] = cosine_lr(cfg.decoder_lr, step, cfg.decoder_steps)
         x = images[torch.randint(0, len(images), (cfg.vae_batch,), generator=generator).to(images.device)]
         with torch.no_grad():
             z = vae.encode(x).latent_dist.mode()
@@ -142,11 +148,9 @@ def _save_pipeline(vae, text_encoder, tokenizer, unet, tok_dir: Path, out_dir: P
 
 def unet_lr_at(cfg: TeacherConfig, step: int) -> float:
     """Learning rate of UNet step ``step``: linear warm-up, then constant or a cosine decay to 0."""
-    lr = cfg.unet_lr * min(1.0, (step + 1) / cfg.warmup)
     if cfg.lr_schedule == "cosine" and step >= cfg.warmup:
-        span = max(cfg.unet_steps - cfg.warmup, 1)
-        lr = cfg.unet_lr * 0.5 * (1.0 + math.cos(math.pi * min(step - cfg.warmup, span) / span))
-    return lr
+        return cosine_lr(cfg.unet_lr, step - cfg.warmup, cfg.unet_steps - cfg.warmup)
+    return cfg.unet_lr * min(1.0, (step + 1) / cfg.warmup)
 
 
 def train_teacher(
@@ -163,9 +167,7 @@ def train_teacher(
     from diffusers import DDPMScheduler
 
     world_cfg = dataclasses.replace(world_cfg or world.WorldConfig(), pair_fraction=cfg.pair_fraction)
-    device = torch.device(cfg.device)  # a bad name fails here, before any work
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {cfg.device!r}: no CUDA GPU is visible on this machine; use --device cpu.")
+    device = models.checked_device(cfg.device)
     torch.set_num_threads(cfg.threads)
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
