@@ -109,14 +109,21 @@ def _atomic_folder(final: Path, write) -> Path:
     return final
 
 
-def save_lcm_pipeline(pipe, unet, out_dir: str | os.PathLike, *, metadata: dict[str, str]) -> Path:
-    """Save ``pipe`` with ``unet`` and an LCMScheduler (stock diffusers, loads anywhere) as a pipeline folder."""
+def save_lcm_pipeline(pipe, unet, out_dir: str | os.PathLike, *, metadata: dict[str, str],
+                      original_inference_steps: int | None = None) -> Path:  # fmt: skip
+    """Save ``pipe`` with ``unet`` and an LCMScheduler (stock diffusers, loads anywhere) as a pipeline folder.
+
+    ``original_inference_steps`` is the N of the grid the model was distilled on; it goes into the scheduler
+    config, so diffusers' LCMScheduler and ours sample on that grid (None keeps the default, 50).
+    """
     from diffusers import LCMScheduler
+
+    grid = {} if original_inference_steps is None else {"original_inference_steps": int(original_inference_steps)}
 
     def write(tmp: Path) -> None:
         old_unet, old_sched = pipe.unet, pipe.scheduler
         try:
-            pipe.unet, pipe.scheduler = unet, LCMScheduler.from_config(pipe.scheduler.config)
+            pipe.unet, pipe.scheduler = unet, LCMScheduler.from_config(pipe.scheduler.config, **grid)
             pipe.register_modules(unet=unet, scheduler=pipe.scheduler)
             pipe.save_pretrained(tmp, safe_serialization=True)
         finally:
@@ -156,8 +163,13 @@ def fuse_lora(base: str, lora: str, out: str | os.PathLike, *, single_file_confi
         raise ValueError(f"{lora} does not fit the base model {base} (architecture mismatch?): {err}") from err
     pipe.fuse_lora(lora_scale=lora_scale)
     pipe.unload_lora_weights()
+    from lcm_plugin.adapters.inspection import distillation_grid_size
+
+    grid = distillation_grid_size(lora)  # our adapters record N; public ones (None) used 50
     meta = {"lcm_plugin.version": lcm_plugin.__version__, "lcm_plugin.base_model": str(base),
             "lcm_plugin.fused_lora": str(lora), "lcm_plugin.lora_scale": str(lora_scale)}  # fmt: skip
+    if grid is not None:
+        meta["lcm_plugin.num_ddim_timesteps"] = str(grid)
     if single_file:
         return save_single_file(pipe, out, {**meta, "lcm_plugin.scheduler": "LCMScheduler"})
-    return save_lcm_pipeline(pipe, pipe.unet, out, metadata=meta)
+    return save_lcm_pipeline(pipe, pipe.unet, out, metadata=meta, original_inference_steps=grid)

@@ -101,7 +101,9 @@ def _export_final(trainer) -> dict[str, Path]:
         logger.info("wrote %s and %s", diffusers_file, kohya_file)
         return {"diffusers_lora": diffusers_file, "kohya_lora": kohya_file}
     meta = export.adapter_metadata(base_model=cfg.pretrained_model, arch=arch, rank=0, alpha=0, steps=trainer.step,
-                                   method=cfg.method, extra={"time_cond_proj_dim": models.w_embedding_dim})  # fmt: skip
-    folder = export.save_lcm_pipeline(models.parts.pipe, models.student, out / "lcm_pipeline", metadata=meta)
+                                   method=cfg.method, extra={"time_cond_proj_dim": models.w_embedding_dim,
+                                                             "num_ddim_timesteps": cfg.num_ddim_timesteps})  # fmt: skip
+    folder = export.save_lcm_pipeline(models.parts.pipe, models.student, out / "lcm_pipeline", metadata=meta,
+                                      original_inference_steps=cfg.num_ddim_timesteps)
     logger.info("wrote %s", folder)
     return {"lcm_pipeline": folder}

@@ -10,6 +10,19 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 
+def parse_timesteps(text: str) -> tuple[int, ...]:
+    """ "999,899,749,549" -> (999, 899, 749, 549); order and range are checked by the LCM scheduler's rules."""
+    try:
+        values = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise ValueError(
+            f"timesteps must be comma-separated integers like 999,749,499,249, got {text!r}"
+        ) from None
+    if not values:
+        raise ValueError(f"timesteps must list at least one integer, got {text!r}")
+    return values
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the engine's sub-commands to the top-level parser."""
     p = subparsers.add_parser(
@@ -34,6 +47,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--lora", default=None, help="LCM-LoRA .safetensors file or folder to load (diffusers or kohya keys)"
     )
     g.add_argument("--steps", type=int, default=4, help="LCM steps (default 4)")
+    g.add_argument(
+        "--timesteps",
+        default=None,
+        help="explicit descending LCM timesteps, e.g. 999,899,749,549 (replaces --steps; off the distillation "
+        "grid is allowed, with a warning)",
+    )
     g.add_argument(
         "--guidance", type=float, default=1.0, help="CFG scale; LCM-LoRA 1-2, full LCM 3-13 (default 1.0)"
     )
@@ -82,6 +101,7 @@ def _generate(args: argparse.Namespace) -> int:
     from lcm_plugin.diffusers_scheduler import LCMPluginScheduler
     from lcm_plugin.images import save_grid
 
+    timesteps = parse_timesteps(args.timesteps) if args.timesteps is not None else None  # before loading
     pipe = load_pipeline(args.model)
     from lcm_plugin.adapters.inspection import distillation_grid_size
 
@@ -92,16 +112,25 @@ def _generate(args: argparse.Namespace) -> int:
         pipe.load_lora_weights(args.lora)
     pipe.set_progress_bar_config(disable=False)
     size = {} if args.size is None else {"height": args.size, "width": args.size}
+    if timesteps is not None:
+        from lcm_plugin import core
+
+        core.validate_custom_timesteps(timesteps, pipe.scheduler.config.original_inference_steps)
+        schedule = {"timesteps": list(timesteps)}
+    else:
+        schedule = {"num_inference_steps": args.steps}
+    n_steps = len(timesteps) if timesteps is not None else args.steps
     start = time.perf_counter()
     images = pipe(
         args.prompt,
         negative_prompt=[args.negative_prompt] * len(args.prompt) if args.negative_prompt else None,
-        num_inference_steps=args.steps,
+        **schedule,
         guidance_scale=args.guidance,
         generator=torch.Generator().manual_seed(args.seed),
         **size,
     ).images
     elapsed = time.perf_counter() - start
     save_grid(images, args.out, columns=len(images))
-    print(f"{len(images)} image(s), {args.steps} LCM steps, {elapsed:.2f} s -> {args.out}")
+    at = f" at timesteps {list(timesteps)}" if timesteps is not None else ""
+    print(f"{len(images)} image(s), {n_steps} LCM steps{at}, {elapsed:.2f} s -> {args.out}")
     return 0

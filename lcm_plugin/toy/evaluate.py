@@ -39,6 +39,8 @@ class Sampler:
         steps: numbers of inference steps to evaluate.
         lora: path of LoRA weights (a folder or .safetensors file ``load_lora_weights`` accepts), or None.
         lora_scale: LoRA strength.
+        timesteps: explicit descending inference timesteps (then ``steps`` must be ``(len(timesteps),)``);
+            None lets the scheduler choose them from the step count.
     """
 
     name: str
@@ -47,11 +49,17 @@ class Sampler:
     steps: tuple[int, ...] = STANDARD_STEPS
     lora: str | None = None
     lora_scale: float = 1.0
+    timesteps: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.steps or any(int(s) < 1 for s in self.steps):
             raise ValueError(
                 f"steps of sampler {self.name!r} must be a non-empty list of integers >= 1, got {self.steps}"
+            )
+        if self.timesteps is not None and tuple(self.steps) != (len(self.timesteps),):
+            raise ValueError(
+                f"sampler {self.name!r} has explicit timesteps {list(self.timesteps)}, so its steps must be "
+                f"({len(self.timesteps)},), got {self.steps}"
             )
         if self.guidance_scale < 0:
             raise ValueError(
@@ -139,11 +147,14 @@ def lcm_sampler(
     name: str = "LCM-LoRA",
     original_inference_steps: int | None = None,
     gamma: float = 1.0,
+    timesteps: Sequence[int] | None = None,
 ) -> Sampler:
     """An LCM row: the LCM scheduler with an LCM-LoRA (or a full LCM checkpoint when ``lora`` is None).
 
     The grid size N defaults to the one the adapter was distilled on (its metadata), else 50. ``gamma`` < 1
     samples with TCD's partial re-noising between steps (the row is then named "<name> (gamma G)").
+    ``timesteps`` replaces the scheduler's choice for a step count with an explicit descending list (one row
+    of len(timesteps) steps, named "<name> [t1,t2,...]"); ``steps`` is then ignored.
     """
     if original_inference_steps is None and lora is not None:
         from lcm_plugin.adapters.inspection import distillation_grid_size
@@ -152,6 +163,13 @@ def lcm_sampler(
     factory = lcm_scheduler_factory(original_inference_steps, gamma)
     if gamma != 1.0:
         name = f"{name} (gamma {gamma:g})"
+    if timesteps is not None:
+        from lcm_plugin import core
+
+        checked = core.validate_custom_timesteps(timesteps, original_inference_steps or 50)
+        chosen = tuple(int(t) for t in checked)
+        name = f"{name} [{','.join(map(str, chosen))}]"
+        return Sampler(name, factory, guidance_scale, (len(chosen),), lora=lora, timesteps=chosen)
     return Sampler(name, factory, guidance_scale, tuple(int(s) for s in steps), lora=lora)
 
 
@@ -182,16 +200,26 @@ class _Metrics:
 
 @torch.no_grad()
 def generate(
-    pipe, prompts: Sequence[str], steps: int, guidance_scale: float, seed: int, batch: int
+    pipe,
+    prompts: Sequence[str],
+    steps: int,
+    guidance_scale: float,
+    seed: int,
+    batch: int,
+    timesteps: Sequence[int] | None = None,
 ) -> torch.Tensor:
-    """Images (N, 3, H, W) in [0, 1] for ``prompts``; sample i always starts from generator seed ``seed + i``."""
+    """Images (N, 3, H, W) in [0, 1] for ``prompts``; sample i always starts from generator seed ``seed + i``.
+    With ``timesteps`` the pipeline samples at exactly those timesteps (``steps`` must equal their count)."""
+    if timesteps is not None and len(timesteps) != steps:
+        raise ValueError(f"{len(timesteps)} timesteps given for {steps} steps")
+    schedule = {"timesteps": list(timesteps)} if timesteps is not None else {"num_inference_steps": steps}
     out = []
     for i in range(0, len(prompts), batch):
         chunk = list(prompts[i : i + batch])
         gens = [torch.Generator().manual_seed(seed + i + j) for j in range(len(chunk))]
         res = pipe(
             prompt=chunk,
-            num_inference_steps=steps,
+            **schedule,
             guidance_scale=guidance_scale,
             generator=gens,
             output_type="pt",
@@ -245,6 +273,13 @@ def vae_roundtrip(pipe, real: torch.Tensor, batch: int) -> torch.Tensor:
     return torch.cat(out)
 
 
+def unet_evals_per_step(pipe, guidance_scale: float) -> int:
+    """UNet evaluations per sampling step: 2 with classifier-free guidance, 1 without it or when the UNet embeds
+    the guidance scale (a full LCM with ``time_cond_proj_dim``: diffusers then skips the unconditional pass)."""
+    embeds_guidance = getattr(pipe.unet.config, "time_cond_proj_dim", None) is not None
+    return 2 if guidance_scale > 1.0 and not embeds_guidance else 1
+
+
 def evaluate_samplers(
     pipe,
     samplers: Sequence[Sampler],
@@ -282,10 +317,12 @@ def evaluate_samplers(
                 pipe.scheduler = sampler.scheduler_factory(original.config)
                 for steps in sampler.steps:
                     t0 = time.perf_counter()
-                    images = generate(pipe, prompts, steps, sampler.guidance_scale, cfg.seed, cfg.batch)
+                    images = generate(
+                        pipe, prompts, steps, sampler.guidance_scale, cfg.seed, cfg.batch, sampler.timesteps
+                    )
                     seconds = time.perf_counter() - t0
                     fd, kid, kid_std = metrics(images)
-                    evals = steps * (2 if sampler.guidance_scale > 1.0 else 1)
+                    evals = steps * unet_evals_per_step(pipe, sampler.guidance_scale)
                     row = EvalRow(
                         sampler.name,
                         steps,

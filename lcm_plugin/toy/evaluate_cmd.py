@@ -10,6 +10,7 @@ import platform
 import time
 from pathlib import Path
 
+from lcm_plugin.commands.engine import parse_timesteps
 from lcm_plugin.toy import paths
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,12 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
         type=float,
         default=1.0,
         help="TCD-style re-noising strength of the LCM rows in [0, 1] (1 = plain LCM multistep sampling)",
+    )
+    p.add_argument(
+        "--lcm-timesteps",
+        default=None,
+        help="explicit descending LCM timesteps, e.g. 999,899,749,549: one LCM row at exactly these timesteps "
+        "instead of --lcm-steps (off the adapter's distillation grid is allowed, with a warning)",
     )
     p.add_argument(
         "--n-samples", type=int, default=128, help="generated images per row (= real reference size)"
@@ -124,7 +131,11 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
     if args.lcm_lora is not None:
         samplers.append(
             lcm_sampler(
-                str(args.lcm_lora), parse_steps(args.lcm_steps), args.lcm_guidance, gamma=args.lcm_gamma
+                str(args.lcm_lora),
+                parse_steps(args.lcm_steps),
+                args.lcm_guidance,
+                gamma=args.lcm_gamma,
+                timesteps=parse_timesteps(args.lcm_timesteps) if args.lcm_timesteps else None,
             )
         )
     from lcm_plugin.toy.evaluate import evaluate_samplers
@@ -139,6 +150,7 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
         + (
             f" --lcm-lora {args.lcm_lora} --lcm-steps {args.lcm_steps} --lcm-guidance {args.lcm_guidance:g}"
             + (f" --lcm-gamma {args.lcm_gamma:g}" if args.lcm_gamma != 1.0 else "")
+            + (f" --lcm-timesteps {args.lcm_timesteps}" if args.lcm_timesteps else "")
             if args.lcm_lora
             else ""
         )

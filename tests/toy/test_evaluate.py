@@ -156,3 +156,56 @@ def test_tcd_gamma_rows_and_device_option(teacher_pipe, tmp_path, capsys):
     if not torch.cuda.is_available():
         assert main(["toy", "evaluate", "--samplers", "ddim", "--device", "cuda"]) == 1
         assert "no CUDA GPU is visible" in capsys.readouterr().err
+
+
+def test_explicit_lcm_timesteps_row(teacher_pipe, judge, random_lora, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from lcm_plugin.cli import main
+    from lcm_plugin.toy.evaluate import generate
+
+    lora = tmp_path / "pytorch_lora_weights.safetensors"
+    save_file(
+        {"unet.down_blocks.0.attentions.0.proj_in.lora_A.weight": torch.zeros(2, 4)},
+        str(lora),
+        metadata={"lcm_plugin.num_ddim_timesteps": "20"},
+    )
+    row = lcm_sampler(str(lora), (1, 2, 4), timesteps=[999, 899, 749, 549])
+    assert row.name == "LCM-LoRA [999,899,749,549]" and row.steps == (4,)
+    assert row.timesteps == (999, 899, 749, 549)
+    # The pipeline really samples at those timesteps (the scheduler records the last schedule it was given).
+    pipe_sched = row.scheduler_factory(teacher_pipe.scheduler.config)
+    original = teacher_pipe.scheduler
+    teacher_pipe.scheduler = pipe_sched
+    try:
+        a = generate(teacher_pipe, ["a red circle in the center on a black background"], 4, 1.0, 0, 1, row.timesteps)
+        assert pipe_sched.timesteps.tolist() == [999, 899, 749, 549]
+        b = generate(teacher_pipe, ["a red circle in the center on a black background"], 4, 1.0, 0, 1)
+        assert pipe_sched.timesteps.tolist() == [999, 749, 499, 249]
+        assert not torch.allclose(a, b)
+    finally:
+        teacher_pipe.scheduler = original
+    with pytest.raises(ValueError, match="strictly descending"):
+        lcm_sampler(str(lora), (4,), timesteps=[499, 999])
+    with pytest.raises(ValueError, match="must be"):
+        Sampler("x", lambda c: c, 1.0, (2,), timesteps=(999, 499, 249))
+    real_row = lcm_sampler(str(random_lora), (1,), timesteps=[999, 899, 749, 549])
+    rows = evaluate_samplers(teacher_pipe, [real_row], judge, EvalConfig(n_samples=4, batch=4, kid_subset=2))
+    assert [(r.sampler, r.steps, r.unet_evals) for r in rows[1:]] == [("LCM-LoRA [999,899,749,549]", 4, 4)]
+    assert main(["toy", "evaluate", "--lcm-lora", str(lora), "--lcm-timesteps", "999,x"]) == 1
+    assert "comma-separated integers" in capsys.readouterr().err
+    assert main(["toy", "evaluate", "--lcm-lora", str(lora), "--lcm-timesteps", "1200,999"]) == 1
+    assert "must lie in [0, 1000)" in capsys.readouterr().err
+
+
+def test_unet_evals_count_the_unconditional_pass_only_when_it_runs():
+    from types import SimpleNamespace
+
+    from lcm_plugin.toy.evaluate import unet_evals_per_step
+
+    def pipe(dim):
+        return SimpleNamespace(unet=SimpleNamespace(config=SimpleNamespace(time_cond_proj_dim=dim)))
+
+    assert unet_evals_per_step(pipe(None), 4.0) == 2
+    assert unet_evals_per_step(pipe(None), 1.0) == 1
+    assert unet_evals_per_step(pipe(256), 5.0) == 1  # a full LCM embeds w: no CFG pass

@@ -25,7 +25,7 @@ def _images(pipe, steps=2):
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory, pipe_dir, data_dir):
     tmp = tmp_path_factory.mktemp("lora_run")
-    cfg = base_config(tmp, pipe_dir, data_dir, max_train_steps=3, learning_rate=5e-3,
+    cfg = base_config(tmp, pipe_dir, data_dir, max_train_steps=3, learning_rate=5e-3, num_ddim_timesteps=20,
                       validation_steps=3, validation_prompts=["a red square"], validation_num_steps=[1, 2])
     return cfg, Trainer(cfg).train()
 
@@ -73,7 +73,10 @@ def test_fuse_writes_a_full_lcm_pipeline(lora_run, pipe_dir, tmp_path):
     out = tmp_path / "fused"
     assert main(["train", "fuse", "--base", str(pipe_dir), "--lora", str(result.outputs["diffusers_lora"]), "--output", str(out)]) == 0
     fused = StableDiffusionPipeline.from_pretrained(str(out), local_files_only=True, safety_checker=None)
-    assert json.loads((out / "scheduler" / "scheduler_config.json").read_text())["_class_name"] == "LCMScheduler"
+    sched_cfg = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
+    assert sched_cfg["_class_name"] == "LCMScheduler"
+    # the grid the adapter was distilled on travels into the full LCM's scheduler
+    assert sched_cfg["original_inference_steps"] == 20
     ref = load_pipeline(str(pipe_dir))
     ref.load_lora_weights(str(result.outputs["diffusers_lora"]))
     torch.testing.assert_close(_images(fused), _images(ref), atol=1e-4, rtol=1e-4)
@@ -128,9 +131,12 @@ def test_full_lcd_starts_at_teacher_and_exports_lcm_pipeline(tmp_path, pipe_dir,
         for w in (0.0, 7.0):
             out = student(x, t, encoder_hidden_states=h, timestep_cond=guidance_scale_embedding(torch.tensor([w]))).sample
             torch.testing.assert_close(out, ref)
-    cfg = base_config(tmp_path, pipe_dir, data_dir, method="lcd", max_train_steps=2, target="ema")
+    cfg = base_config(tmp_path, pipe_dir, data_dir, method="lcd", max_train_steps=2, target="ema", num_ddim_timesteps=20)
     result = Trainer(cfg).train()
     folder = result.outputs["lcm_pipeline"]
+    sched_cfg = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    assert sched_cfg["original_inference_steps"] == 20  # samples on the grid it was distilled on (k = 50)
+    assert json.loads((folder / "lcm_plugin.json").read_text())["lcm_plugin.num_ddim_timesteps"] == "20"
     unet_cfg = json.loads((folder / "unet" / "config.json").read_text())
     assert unet_cfg["time_cond_proj_dim"] == 256
     from diffusers import StableDiffusionPipeline
