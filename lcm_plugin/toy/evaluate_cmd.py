@@ -53,6 +53,12 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--lcm-lora", type=Path, default=None, help="add LCM rows with this LCM-LoRA (folder or .safetensors)"
     )
+    p.add_argument(
+        "--lcm-full",
+        action="store_true",
+        help="add LCM rows sampling --model itself: a full LCM (from `train lcd` or `train fuse`), on the grid in "
+        "its scheduler config; with a w-embedding, --lcm-guidance is embedded (omega + 1) instead of a CFG pass",
+    )
     p.add_argument("--lcm-steps", default="1,2,4,8", help="LCM step counts")
     p.add_argument(
         "--lcm-guidance", type=float, default=1.0, help="LCM CFG scale (1 = no unconditional pass)"
@@ -113,7 +119,9 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
     unknown = sorted(set(names) - set(SAMPLER_NAMES))
     if unknown:
         raise ValueError(f"unknown sampler(s) {unknown}; use any of {','.join(SAMPLER_NAMES)}")
-    if not names and args.lcm_lora is None:
+    if args.lcm_full and args.lcm_lora is not None:
+        raise ValueError("give either --lcm-lora (an adapter on --model) or --lcm-full (--model is an LCM), not both")
+    if not names and args.lcm_lora is None and not args.lcm_full:
         raise ValueError("nothing to evaluate: give --samplers and/or --lcm-lora")
     if args.lcm_lora is not None and not args.lcm_lora.exists():
         raise FileNotFoundError(f"LCM-LoRA {args.lcm_lora} not found")
@@ -128,14 +136,15 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
         )
         if key in names
     ]
-    if args.lcm_lora is not None:
+    if args.lcm_lora is not None or args.lcm_full:
         samplers.append(
             lcm_sampler(
-                str(args.lcm_lora),
+                str(args.lcm_lora) if args.lcm_lora is not None else None,
                 parse_steps(args.lcm_steps),
                 args.lcm_guidance,
                 gamma=args.lcm_gamma,
                 timesteps=parse_timesteps(args.lcm_timesteps) if args.lcm_timesteps else None,
+                **({"name": "LCM (full model)"} if args.lcm_full else {}),
             )
         )
     from lcm_plugin.toy.evaluate import evaluate_samplers
@@ -148,10 +157,11 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
         f"--guidance {args.guidance:g} --n-samples {args.n_samples} --batch {args.batch} --seed {args.seed} --threads {args.threads} --split {args.split}"
         + (f" --device {args.device}" if args.device != "cpu" else "")
         + (
-            f" --lcm-lora {args.lcm_lora} --lcm-steps {args.lcm_steps} --lcm-guidance {args.lcm_guidance:g}"
+            (f" --lcm-lora {args.lcm_lora}" if args.lcm_lora else " --lcm-full")
+            + f" --lcm-steps {args.lcm_steps} --lcm-guidance {args.lcm_guidance:g}"
             + (f" --lcm-gamma {args.lcm_gamma:g}" if args.lcm_gamma != 1.0 else "")
             + (f" --lcm-timesteps {args.lcm_timesteps}" if args.lcm_timesteps else "")
-            if args.lcm_lora
+            if args.lcm_lora or args.lcm_full
             else ""
         )
     )

@@ -209,3 +209,28 @@ def test_unet_evals_count_the_unconditional_pass_only_when_it_runs():
     assert unet_evals_per_step(pipe(None), 4.0) == 2
     assert unet_evals_per_step(pipe(None), 1.0) == 1
     assert unet_evals_per_step(pipe(256), 5.0) == 1  # a full LCM embeds w: no CFG pass
+
+
+def test_full_lcm_rows_sample_the_model_itself(teacher_pipe, tmp_path, capsys):
+    """`--lcm-full` scores a full LCM folder (here: the toy teacher given a zero-initialised w-embedding, as
+    `train lcd` starts) on the grid its scheduler records, with the guidance embedded instead of a CFG pass."""
+    from lcm_plugin.cli import main
+    from lcm_plugin.toy.models import load_pipeline
+    from lora_training.export import save_lcm_pipeline
+    from lora_training.teachers import lcd_student_from_teacher
+
+    student = lcd_student_from_teacher(teacher_pipe.unet, 256)
+    folder = save_lcm_pipeline(teacher_pipe, student, tmp_path / "lcm", metadata={}, original_inference_steps=20)
+    sched = lcm_sampler(None, (4,)).scheduler_factory(load_pipeline(folder).scheduler.config)
+    sched.set_timesteps(4)
+    assert sched.timesteps.tolist() == [999, 749, 499, 249]  # N = 20 from the exported scheduler config
+    out = tmp_path / "eval"
+    args = ["toy", "evaluate", "--model", str(folder), "--samplers", "", "--lcm-full", "--lcm-steps", "2",
+            "--lcm-guidance", "5", "--n-samples", "4", "--batch", "4", "--threads", "1", "--out-dir", str(out)]
+    assert main(args) == 0
+    table = (out / "toy_eval.md").read_text()
+    assert "| LCM (full model) | 2 | 5 | 2 |" in table  # 2 steps, CFG 5 embedded: 2 UNet evaluations, not 4
+    assert "--lcm-full --lcm-steps 2" in table
+    capsys.readouterr()
+    assert main(args + ["--lcm-lora", str(out / "toy_eval.md")]) == 1
+    assert "not both" in capsys.readouterr().err
