@@ -55,7 +55,11 @@ class TrainConfig:
     w_min: float = _f(5.0, "lower bound of the sampled guidance w (LCM formulation; CFG scale = w + 1)")
     w_max: float = _f(15.0, "upper bound of the sampled guidance w")
     omega: float | None = _f(None, "fixed guidance w instead of sampling U[w_min, w_max] (LCM-LoRA used 7.5)")
-    target: str = _f("student", f"target network, one of {TARGETS}: the student under no-grad, or an EMA copy")
+    target: str | None = _f(
+        None,
+        f"target network, one of {TARGETS}: the student under no-grad, or an EMA copy; None picks 'ema' for full "
+        "LCD (as diffusers' full-LCD script; a student target collapsed in our toy runs) and 'student' otherwise",
+    )
     ema_decay: float = _f(0.95, "EMA decay of the target network (diffusers 0.95, paper 0.999943)")
     loss_type: str = _f("huber", f"one of {LOSSES}: L2 or pseudo-Huber sqrt(d^2 + c^2) - c")
     huber_c: float = _f(0.001, "pseudo-Huber c")
@@ -105,6 +109,8 @@ class TrainConfig:
         from lcm_plugin.core.solvers import check_solver  # lazy: keeps `lcm-plugin --help` free of torch
 
         check_solver(self.solver)
+        if self.target is None:
+            self.target = "ema" if self.method == "lcd" else "student"
         if self.target not in TARGETS:
             bad(f"target {self.target!r} is not supported; use one of {TARGETS}.")
         if self.loss_type not in LOSSES:

@@ -122,7 +122,7 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
     if args.lcm_full and args.lcm_lora is not None:
         raise ValueError("give either --lcm-lora (an adapter on --model) or --lcm-full (--model is an LCM), not both")
     if not names and args.lcm_lora is None and not args.lcm_full:
-        raise ValueError("nothing to evaluate: give --samplers and/or --lcm-lora")
+        raise ValueError("nothing to evaluate: give --samplers, --lcm-lora or --lcm-full")
     if args.lcm_lora is not None and not args.lcm_lora.exists():
         raise FileNotFoundError(f"LCM-LoRA {args.lcm_lora} not found")
     cfg = EvalConfig(n_samples=args.n_samples, batch=args.batch, seed=args.seed, split=args.split)

@@ -37,6 +37,18 @@ def test_config_validation_messages(tmp_path):
         TrainConfig(**ok, lora_rank=0)
     with pytest.raises(ValueError, match="unknown config keys"):
         TrainConfig.from_dict({**ok, "lora_rnak": 4})
+    with pytest.raises(ValueError, match="target 'teacher' is not supported"):
+        TrainConfig(**ok, target="teacher")
+
+
+def test_target_network_default_depends_on_the_method():
+    ok = dict(pretrained_model="x", train_data_dir="d")
+    # full LCD defaults to an EMA target (its student target collapsed on the toy: BENCHMARKS, session 5)
+    assert TrainConfig(**ok, method="lcd").target == "ema"
+    assert TrainConfig(**ok).target == "student"  # the reference LCM-LoRA behaviour
+    assert TrainConfig(**ok, method="lcd", target="student").target == "student"  # an explicit choice stays
+    resolved = TrainConfig(**ok, method="lcd").to_dict()
+    assert TrainConfig.from_dict(resolved).target == "ema"  # round-trips through the JSON config
 
 
 def test_missing_captions_corrupt_images_and_empty_folders(tmp_path):
