@@ -112,13 +112,8 @@ def _generate(args: argparse.Namespace) -> int:
         pipe.load_lora_weights(args.lora)
     pipe.set_progress_bar_config(disable=False)
     size = {} if args.size is None else {"height": args.size, "width": args.size}
-    if timesteps is not None:
-        from lcm_plugin import core
-
-        core.validate_custom_timesteps(timesteps, pipe.scheduler.config.original_inference_steps)
-        schedule = {"timesteps": list(timesteps)}
-    else:
-        schedule = {"num_inference_steps": args.steps}
+    # the scheduler checks explicit timesteps (order, range, grid) when the pipeline hands them over
+    schedule = {"timesteps": list(timesteps)} if timesteps is not None else {"num_inference_steps": args.steps}
     n_steps = len(timesteps) if timesteps is not None else args.steps
     start = time.perf_counter()
     images = pipe(

@@ -164,10 +164,11 @@ def lcm_sampler(
     if gamma != 1.0:
         name = f"{name} (gamma {gamma:g})"
     if timesteps is not None:
-        from lcm_plugin import core
+        chosen = tuple(int(t) for t in timesteps)
+        if original_inference_steps is not None:  # fail before any sampling; else the scheduler checks them
+            from lcm_plugin import core
 
-        checked = core.validate_custom_timesteps(timesteps, original_inference_steps or 50)
-        chosen = tuple(int(t) for t in checked)
+            core.validate_custom_timesteps(chosen, original_inference_steps)
         name = f"{name} [{','.join(map(str, chosen))}]"
         return Sampler(name, factory, guidance_scale, (len(chosen),), lora=lora, timesteps=chosen)
     return Sampler(name, factory, guidance_scale, tuple(int(s) for s in steps), lora=lora)
