@@ -15,11 +15,13 @@ from lcm_plugin.core.multistep import check_gamma, intermediate_timestep, renois
 from lcm_plugin.core.noise_schedule import (
     alphas_cumprod_from_betas,
     make_betas,
+    nearest_timesteps,
     sd_alphas_cumprod,
     sigma_to_timestep,
     sigmas_from_alphas_cumprod,
     timestep_to_sigma,
 )
+from lcm_plugin.core.step_noise import seeded_step_noise
 from lcm_plugin.core.solvers import SOLVERS, check_solver, ddim_step, dpmpp_2m_step, euler_step
 
 __all__ = [
@@ -40,10 +42,12 @@ __all__ = [
     "intermediate_timestep",
     "lcm_timesteps",
     "make_betas",
+    "nearest_timesteps",
     "predicted_noise",
     "predicted_original_sample",
     "renoise",
     "sd_alphas_cumprod",
+    "seeded_step_noise",
     "sigma_to_timestep",
     "sigmas_from_alphas_cumprod",
     "timestep_to_sigma",

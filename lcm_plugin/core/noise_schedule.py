@@ -82,6 +82,22 @@ def timestep_to_sigma(timesteps: torch.Tensor, alphas_cumprod: torch.Tensor) -> 
     return sigmas_from_alphas_cumprod(alphas_cumprod)[timesteps.long().to(alphas_cumprod.device)]
 
 
+def nearest_timesteps(sigma: torch.Tensor, alphas_cumprod: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer timesteps whose training sigmas are nearest to ``sigma`` (in log space), and those log distances.
+
+    ``sigma`` must be > 0 (sigma 0 is the clean image, which has no timestep). Returns (long, float64) tensors.
+    """
+    table = sigmas_from_alphas_cumprod(alphas_cumprod.double())
+    sigma = torch.as_tensor(sigma, dtype=torch.float64).to(table.device).reshape(-1)
+    if (sigma <= 0).any() or not torch.isfinite(sigma).all():
+        raise ValueError(
+            "sigma must be finite and > 0 to map to a timestep; sigma 0 is the clean image (no timestep)."
+        )
+    dists = (sigma.log()[:, None] - table.log()[None, :]).abs()
+    distance, index = dists.min(dim=1)
+    return index, distance
+
+
 def sigma_to_timestep(
     sigma: torch.Tensor, alphas_cumprod: torch.Tensor, *, rtol: float = 1e-3
 ) -> torch.Tensor:
@@ -90,15 +106,10 @@ def sigma_to_timestep(
     Raises ValueError when a sigma is further than ``rtol`` from every training sigma: the LCM boundary
     condition and the skipping-step grid are defined on the discrete training timesteps only.
     """
-    table = sigmas_from_alphas_cumprod(alphas_cumprod.double())
-    sigma = torch.as_tensor(sigma, dtype=torch.float64).to(table.device).reshape(-1)
-    if (sigma <= 0).any():
-        raise ValueError("sigma must be > 0 to map to a timestep; sigma 0 is the clean image (no timestep).")
-    dists = (sigma.log()[:, None] - table.log()[None, :]).abs()
-    index = dists.argmin(dim=1)
-    if (dists.gather(1, index[:, None]) > rtol).any():
+    index, distance = nearest_timesteps(sigma, alphas_cumprod)
+    if (distance > rtol).any():
         raise ValueError(
-            f"sigma {sigma.tolist()} is not a training sigma of this noise schedule; build the sigmas with "
-            "lcm_plugin.k_sampler.lcm_sigmas (or pass the model's own alphas_cumprod)."
+            f"sigma {torch.as_tensor(sigma).reshape(-1).tolist()} is not a training sigma of this noise schedule; "
+            "build the sigmas with lcm_plugin.k_sampler.lcm_sigmas (or pass the model's own alphas_cumprod)."
         )
     return index

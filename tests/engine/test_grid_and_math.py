@@ -140,7 +140,7 @@ def test_sigma_timestep_round_trip():
     abar = core.sd_alphas_cumprod()
     t = torch.tensor([999, 500, 19, 0])
     assert core.sigma_to_timestep(core.timestep_to_sigma(t, abar), abar).tolist() == t.tolist()
-    with pytest.raises(ValueError, match="sigma must be > 0"):
+    with pytest.raises(ValueError, match="sigma must be finite and > 0"):
         core.sigma_to_timestep(torch.tensor([0.0]), abar)
 
 

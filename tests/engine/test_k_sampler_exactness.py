@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lcm_plugin import core
 from lcm_plugin.diffusers_scheduler import LCMPluginScheduler
 from lcm_plugin.k_sampler import lcm_sigmas, sample_lcm
 from tests.engine.helpers import import_k_diffusion, tiny_unet
@@ -120,14 +121,83 @@ def test_callback_receives_k_diffusion_keys():
     assert set(seen[0]) == {"x", "i", "sigma", "sigma_hat", "denoised"}
 
 
-@pytest.mark.parametrize("where", ["between_training_sigmas", "above_sigma_max"])
-def test_off_grid_sigma_rejected(where):
-    table = LCMPluginScheduler().alphas_cumprod
-    table = ((1 - table) / table) ** 0.5
-    sigma = (table[500] * table[501]).sqrt() if where == "between_training_sigmas" else table[-1] * 3
-    sigmas = torch.stack([sigma, torch.tensor(0.0)])
-    with pytest.raises(ValueError, match="not a training sigma"):
+@pytest.mark.parametrize("where", ["between_training_sigmas", "above_sigma_max", "karras"])
+def test_off_grid_sigmas_snap_to_training_timesteps_with_one_warning(where, caplog):
+    """One rule for every off-grid schedule: the model is called at the nearest training sigma, one warning."""
+    abar = LCMPluginScheduler().alphas_cumprod
+    table = ((1 - abar) / abar) ** 0.5
+    if where == "between_training_sigmas":
+        sigmas, expect_t = torch.stack([(table[500] * table[501]).sqrt() * 1.0001, torch.tensor(0.0)]), [501]
+    elif where == "above_sigma_max":
+        sigmas, expect_t = torch.stack([table[-1] * 3, torch.tensor(0.0)]), [999]
+    else:
+        k_sampling, _ = import_k_diffusion()
+        sigmas = k_sampling.get_sigmas_karras(4, float(table[0]), float(table[-1]))
+        expect_t = core.nearest_timesteps(sigmas[:-1], abar)[0].tolist()
+    seen = []
+
+    def model(x, sigma):
+        seen.append(float(sigma[0]))
+        return x * 0
+
+    with caplog.at_level("WARNING", logger="lcm_plugin.k_sampler"):
+        sample_lcm(model, torch.zeros(1, 4, 2, 2), sigmas, disable=True, alphas_cumprod=abar)
+    warnings = [r for r in caplog.records if "not on the LCM grid" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "original_inference_steps=50 (timesteps 19, 39, ..., 999)" in warnings[0].getMessage()
+    torch.testing.assert_close(torch.tensor(seen), table[expect_t].float(), rtol=1e-6, atol=0)
+
+
+def test_on_grid_sigmas_sample_silently(caplog):
+    with caplog.at_level("WARNING", logger="lcm_plugin.k_sampler"):
+        sample_lcm(lambda x, s: x * 0, torch.zeros(1, 4, 2, 2), lcm_sigmas(4), disable=True)
+    assert not caplog.records
+
+
+@pytest.mark.parametrize(
+    ("sigmas", "message"),
+    [
+        (torch.tensor([0.0, 1.0, 14.6]), "must be descending"),
+        (torch.tensor([14.6]), "at least 2 values"),
+        (torch.tensor([[14.6, 0.0]]), "1-D schedule"),
+        (torch.tensor([14.6, float("nan"), 0.0]), "finite and >= 0"),
+        (torch.tensor([14.6, 0.0, 0.0]), "0 only as their last value"),
+    ],
+)
+def test_bad_sigmas_get_a_clear_error(sigmas, message):
+    with pytest.raises(ValueError, match=message):
         sample_lcm(lambda x, s: x, torch.zeros(1, 4, 2, 2), sigmas, disable=True)
+
+
+def test_seeded_step_noise_is_the_diffusers_generator_stream():
+    """A seed's per-step noise continues its CPU stream after the starting noise, as a diffusers pipeline's
+    generator does, so it never repeats the starting noise."""
+    shape = (2, 4, 3, 3)
+    generator = torch.Generator().manual_seed(123)
+    starting, first, second = (torch.randn(shape, generator=generator) for _ in range(3))
+    sampler = core.seeded_step_noise(123, shape)
+    torch.testing.assert_close(sampler(None, None), first, rtol=0, atol=0)
+    torch.testing.assert_close(sampler(None, None), second, rtol=0, atol=0)
+    assert not torch.equal(first, starting)
+    half = core.seeded_step_noise(123, shape, dtype=torch.float16)(None, None)
+    assert half.dtype == torch.float16 and torch.equal(half, first.half())
+
+
+def test_seed_in_extra_args_uses_the_step_noise_rule():
+    shape = (1, 4, 2, 2)
+    drawn = []
+    expected = core.seeded_step_noise(5, shape)
+    sample_lcm(
+        lambda x, s: x * 0,
+        torch.zeros(shape),
+        lcm_sigmas(3),
+        extra_args={"seed": 5},
+        disable=True,
+        callback=lambda d: drawn.append(d["x"]),
+    )
+    # with denoised = 0 the re-noised latent (VE space) is sigma_1 * z, z the first per-step noise
+    sigmas = lcm_sigmas(3)
+    torch.testing.assert_close(drawn[1], expected(None, None) * sigmas[1], rtol=1e-5, atol=1e-6)
 
 
 def test_gamma_out_of_range_rejected():
@@ -142,7 +212,11 @@ def test_tcd_gamma_matches_scheduler_in_sigma_space(gamma):
     scheduler = LCMPluginScheduler(gamma=gamma)
     denoiser = external.CompVisDenoiser(_CompVisWrapper(unet, scheduler.alphas_cumprod))
     gen = torch.Generator().manual_seed(2)
-    x0, noise, cond = torch.randn(SHAPE, generator=gen), torch.randn(SHAPE, generator=gen), torch.randn(2, 5, 32, generator=gen)
+    x0, noise, cond = (
+        torch.randn(SHAPE, generator=gen),
+        torch.randn(SHAPE, generator=gen),
+        torch.randn(2, 5, 32, generator=gen),
+    )
     reference = _diffusers_loop(unet, scheduler, 4, 1.0, x0, noise, cond, seed=3)
     ours = _k_loop(denoiser, scheduler.alphas_cumprod, 4, 1.0, x0, noise, cond, seed=3, gamma=gamma)
     assert (ours - reference).abs().max().item() <= 1e-4
