@@ -21,8 +21,8 @@ from lcm_plugin.core.noise_schedule import (
     sigmas_from_alphas_cumprod,
     timestep_to_sigma,
 )
-from lcm_plugin.core.step_noise import seeded_step_noise
 from lcm_plugin.core.solvers import SOLVERS, check_solver, ddim_step, dpmpp_2m_step, euler_step
+from lcm_plugin.core.step_noise import seeded_step_noise
 
 __all__ = [
     "PREDICTION_TYPES",
