@@ -17,6 +17,7 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,9 @@ logger = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 DEFAULT_ENDPOINT = "https://huggingface.co"
+
+ProgressCallback = Callable[[int, "int | None"], None]
+"""``on_progress(bytes_done, bytes_total_or_None)``, called as chunks arrive (e.g. a host's progress bar)."""
 
 
 @dataclass
@@ -88,7 +92,14 @@ def _progress(total: int | None, initial: int, desc: str, enabled: bool):
 
 
 def _fetch_once(
-    url: str, part: Path, *, size: int | None, timeout: float, headers: dict[str, str], progress: bool
+    url: str,
+    part: Path,
+    *,
+    size: int | None,
+    timeout: float,
+    headers: dict[str, str],
+    progress: bool,
+    on_progress: ProgressCallback | None = None,
 ) -> None:
     """One GET into ``part``, resuming from its current length with an HTTP Range request."""
     have = part.stat().st_size if part.exists() else 0
@@ -127,6 +138,9 @@ def _fetch_once(
         length = resp.headers.get("Content-Length")
         expected = int(length) if length is not None else None
         got = 0
+        total = have + expected if expected is not None else size
+        if on_progress is not None:
+            on_progress(have, total)
         with (
             part.open(mode) as fh,
             _progress(have + expected if expected else size, have, part.name.strip("."), progress) as bar,
@@ -138,6 +152,8 @@ def _fetch_once(
                 fh.write(chunk)
                 got += len(chunk)
                 bar.update(len(chunk))
+                if on_progress is not None:
+                    on_progress(have + got, total)
         if expected is not None and got < expected:
             raise ConnectionError(f"connection closed after {have + got} of {have + expected} bytes")
 
@@ -153,10 +169,14 @@ def download_url(
     progress: bool = True,
     expect_arch: str | None = None,
     headers: dict[str, str] | None = None,
+    on_progress: ProgressCallback | None = None,
+    keep_partial: bool = True,
 ) -> DownloadResult:
     """Download ``url`` to ``dest`` with resume, checks and atomic placement.
 
-    The partial file ``.<name>.part`` next to ``dest`` survives interruptions, so a second call resumes it.
+    The partial file ``.<name>.part`` next to ``dest`` survives interruptions, so a second call resumes it;
+    with ``keep_partial=False`` it is deleted on any failure instead (nothing is left next to ``dest``).
+    ``on_progress(bytes_done, bytes_total)`` reports the transfer (total None when the server sends no length).
 
     Raises:
         ValueError: bad URL, size/sha256 mismatch, not a safetensors LoRA, or wrong base architecture
@@ -176,7 +196,15 @@ def download_url(
     last: Exception | None = None
     for attempt in range(retries + 1):
         try:
-            _fetch_once(url, part, size=size, timeout=timeout, headers=headers, progress=progress)
+            _fetch_once(
+                url,
+                part,
+                size=size,
+                timeout=timeout,
+                headers=headers,
+                progress=progress,
+                on_progress=on_progress,
+            )
             last = None
             break
         except (ConnectionError, http.client.HTTPException, TimeoutError, urllib.error.URLError) as err:
@@ -184,6 +212,15 @@ def download_url(
             logger.warning(
                 "download interrupted (%s); resuming (attempt %d of %d)", err, attempt + 1, retries
             )
+        except BaseException:
+            if not keep_partial:
+                part.unlink(missing_ok=True)
+            raise
+    if last is not None and not keep_partial:
+        part.unlink(missing_ok=True)
+        raise RuntimeError(
+            f"download of {url} failed after {retries} resumptions ({last}); nothing was kept: try again"
+        )
     if last is not None:
         have = part.stat().st_size if part.exists() else 0
         raise RuntimeError(
