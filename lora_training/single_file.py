@@ -103,6 +103,8 @@ def unet_module_map(config: dict) -> ModuleMap:
         "conv_norm_out": ("out.0", {}),
         "conv_out": ("out.2", {}),
     }
+    if config.get("time_cond_proj_dim"):  # full LCM: the guidance-scale projection keeps its diffusers name
+        m["time_embedding.cond_proj"] = ("time_embedding.cond_proj", {})  # (lcm_plugin.guidance_projection)
     if config.get("addition_embed_type") == "text_time":  # SDXL's pooled-text + size embedding
         m["add_embedding.linear_1"] = ("label_emb.0.0", {})
         m["add_embedding.linear_2"] = ("label_emb.0.2", {})

@@ -14,6 +14,7 @@ from lcm_plugin.core.guidance import guidance_scale_embedding, guided
 from lcm_plugin.core.multistep import check_gamma, intermediate_timestep, renoise
 from lcm_plugin.core.noise_schedule import (
     alphas_cumprod_from_betas,
+    alphas_cumprod_from_sigmas,
     make_betas,
     nearest_timesteps,
     sd_alphas_cumprod,
@@ -32,6 +33,7 @@ __all__ = [
     "dpmpp_2m_step",
     "euler_step",
     "alphas_cumprod_from_betas",
+    "alphas_cumprod_from_sigmas",
     "boundary_condition_scalings",
     "check_gamma",
     "check_prediction_type",

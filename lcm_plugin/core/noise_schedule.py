@@ -77,6 +77,11 @@ def sigmas_from_alphas_cumprod(alphas_cumprod: torch.Tensor) -> torch.Tensor:
     return ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
 
 
+def alphas_cumprod_from_sigmas(sigmas: torch.Tensor) -> torch.Tensor:
+    """abar_t = 1 / (1 + sigma_t^2): the inverse of :func:`sigmas_from_alphas_cumprod` (a host's sigma table)."""
+    return 1.0 / (1.0 + sigmas.double() ** 2)
+
+
 def timestep_to_sigma(timesteps: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
     """Exact sigma of integer timesteps under ``alphas_cumprod``."""
     return sigmas_from_alphas_cumprod(alphas_cumprod)[timesteps.long().to(alphas_cumprod.device)]

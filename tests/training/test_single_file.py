@@ -327,14 +327,20 @@ def test_failed_write_leaves_no_partial_file(source, tmp_path, monkeypatch):
 
 
 def test_unsupported_models_are_refused(tmp_path):
-    # the w-embedding of a full LCD model has no original key
-    lcd_student = tiny_pipeline(time_cond_proj_dim=8)
-    with pytest.raises(
-        ValueError, match="no place in the original single-file layout.*time_embedding.cond_proj"
-    ):
-        save_single_file(lcd_student, tmp_path / "lcd.safetensors")
     with pytest.raises(ValueError, match="supported single-file architectures are sd15, sd2, sdxl"):
         pipeline_to_original(tiny_pipeline(), arch="ssd1b")
     with pytest.raises(ValueError, match="ending in .safetensors"):
         save_single_file(tiny_pipeline(), tmp_path / "model.ckpt")
     assert not any(tmp_path.iterdir())
+
+
+def test_full_lcm_keeps_its_guidance_projection(tmp_path):
+    """A w-embedded (full LCD) UNet writes its cond_proj under the name hosts read it back from."""
+    from lcm_plugin.guidance_projection import read_guidance_projection
+
+    lcd_student = tiny_pipeline(time_cond_proj_dim=8)
+    path = save_single_file(lcd_student, tmp_path / "lcd.safetensors")
+    projection = read_guidance_projection(path)
+    assert projection is not None
+    assert torch.equal(projection, lcd_student.unet.time_embedding.cond_proj.weight.detach())
+    assert read_guidance_projection(save_single_file(tiny_pipeline(), tmp_path / "plain.safetensors")) is None
