@@ -1,0 +1,120 @@
+"""LCM-LoRA Loader: a LoRA in any format from the ``loras`` folder, or a registry adapter downloaded into it.
+
+The rules (format conversion, architecture check, the all-keys-load check, downloads) live in
+``lcm_plugin.adapters.for_comfyui`` and ``lcm_plugin.adapters.lora_sources``; this node feeds them ComfyUI's
+objects and applies the result with ``comfy.lora``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import comfy.lora
+import comfy.utils
+import folder_paths
+from comfy_api.latest import io
+
+from lcm_plugin.adapters import for_comfyui, lora_sources
+
+from .common import CATEGORY, NODE_ID_PREFIX
+
+
+def _lora_path(lora_name: str, arch: str | None) -> Path:
+    """The file behind a picker value; a ``[download]`` value is installed first, with ComfyUI's progress bar."""
+    choice = lora_sources.parse_choice(lora_name)
+    folders = folder_paths.get_folder_paths("loras")
+    if choice.kind == "file":
+        return lora_sources.find_in_folders(choice.name, folders)
+    bar = comfy.utils.ProgressBar(choice.adapter.size or 1)
+    return lora_sources.ensure_adapter(
+        choice.adapter, folders, arch=arch, on_progress=lambda done, total: bar.update_absolute(done, total)
+    )
+
+
+class LCMPluginLoraLoader(io.ComfyNode):
+    """Apply a LoRA whole (every key, or an error): kohya as ComfyUI loads it, diffusers/peft names converted."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=f"{NODE_ID_PREFIX}LoraLoader",
+            display_name="LCM-LoRA Loader",
+            category=CATEGORY,
+            description="Loads an LCM-LoRA (or any plain LoRA) in kohya, diffusers or peft format; applies every "
+            "key or fails with the reason. '[download] <name>' entries fetch a known LCM-LoRA into the loras "
+            "folder (sha256-checked) on first use.",
+            inputs=[
+                io.Model.Input(
+                    "model",
+                    tooltip="The diffusion model the LoRA is applied to (SD1.x, SD2.x, SDXL, SSD-1B).",
+                ),
+                io.Clip.Input(
+                    "clip",
+                    optional=True,
+                    tooltip="Optional: the CLIP for LoRAs with text-encoder weights (LCM-LoRAs have none).",
+                ),
+                io.Combo.Input(
+                    "lora_name",
+                    options=lora_sources.lora_choices(folder_paths.get_filename_list("loras")),
+                    tooltip="A file from the loras folder, or '[download] <name>': a known LCM-LoRA, downloaded "
+                    "into the loras folder the first time and reused after.",
+                ),
+                io.Float.Input(
+                    "strength_model",
+                    default=1.0,
+                    min=-100.0,
+                    max=100.0,
+                    step=0.01,
+                    tooltip="How strongly to modify the diffusion model (1.0 for LCM-LoRAs). Can be negative.",
+                ),
+                io.Float.Input(
+                    "strength_clip",
+                    default=1.0,
+                    min=-100.0,
+                    max=100.0,
+                    step=0.01,
+                    tooltip="How strongly to modify the CLIP model (unused if the LoRA has no text-encoder weights).",
+                ),
+            ],
+            outputs=[
+                io.Model.Output(tooltip="The model with the LoRA applied."),
+                io.Clip.Output(tooltip="The CLIP with the LoRA applied (None when no CLIP is connected)."),
+            ],
+        )
+
+    @classmethod
+    def execute(
+        cls, model, lora_name: str, strength_model: float, strength_clip: float, clip=None
+    ) -> io.NodeOutput:
+        if strength_model == 0 and strength_clip == 0:
+            return io.NodeOutput(model, clip)
+        config = type(model.model.model_config).__name__
+        arch = for_comfyui.model_arch(config)
+        lora = for_comfyui.load_lora_for_comfyui(_lora_path(lora_name, arch), arch=arch, model_name=config)
+        key_map = comfy.lora.model_lora_keys_unet(model.model, {})
+        shapes = {k: tuple(v.shape) for k, v in model.model.state_dict().items()}
+        if clip is not None:
+            key_map = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, key_map)
+            shapes.update((k, tuple(v.shape)) for k, v in clip.cond_stage_model.state_dict().items())
+        key_map = for_comfyui.loadable_key_map(key_map, shapes)
+        for_comfyui.check_all_keys_load(
+            lora.state_dict,
+            key_map,
+            shapes,
+            lora_name=lora_name,
+            model_name=f"{config} model",
+            clip=clip is not None,
+        )
+        patches = comfy.lora.load_lora(lora.state_dict, key_map, log_missing=False)
+        new_model, new_clip = model.clone(), clip.clone() if clip is not None else None
+        applied = set(new_model.add_patches(patches, strength_model))
+        if new_clip is not None:
+            applied |= set(new_clip.add_patches(patches, strength_clip))
+        if applied != set(patches):  # ComfyUI itself confirms every patch found its weight
+            raise ValueError(
+                f"{len(set(patches) - applied)} weights of {lora_name} found no target; nothing applied"
+            )
+        return io.NodeOutput(new_model, new_clip)
+
+
+NODES = [LCMPluginLoraLoader]
