@@ -55,12 +55,28 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.handler(args) or 0)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        # User-facing errors: one clear line, no traceback (use -v for the traceback).
+    except (ValueError, FileNotFoundError, RuntimeError, OSError, ModuleNotFoundError) as err:
+        # User-facing errors: one clear line, no traceback (use -v for the traceback). Commands check their
+        # inputs and outputs before working; the OSError and missing-package lines are the fallback for the rest.
         if args.verbose:
             raise
-        print(f"lcm-plugin {args.command}: error: {err}", file=sys.stderr)
+        print(f"lcm-plugin {args.command}: error: {error_line(err)}", file=sys.stderr)
         return 1
+
+
+def error_line(err: BaseException) -> str:
+    """The one line ``main`` prints for a user-facing error."""
+    from lcm_plugin.commands.checks import summarise_message
+
+    if isinstance(err, ModuleNotFoundError):
+        return (
+            f"the Python package {err.name!r} is not installed; run `bash scripts/install.sh` "
+            f"(or `pip install {err.name}`) and try again."
+        )
+    if isinstance(err, OSError) and not isinstance(err, FileNotFoundError) and err.strerror:
+        where = f" {err.filename}" if err.filename else ""
+        return f"{err.strerror}:{where} (the operating system refused; check the path and free space, or run with -v)"
+    return summarise_message(str(err) or type(err).__name__)
 
 
 if __name__ == "__main__":
