@@ -1,8 +1,9 @@
-"""Loading Stable Diffusion teachers (SD 1.x, SD 2.x epsilon/v, SDXL, SSD-1B) and encoding prompts.
+"""Stable Diffusion teachers (SD 1.x, SD 2.x epsilon/v, SDXL, SSD-1B): their parts and prompt encoding.
 
-A teacher comes from a local diffusers pipeline folder or a single-file checkpoint (``from_single_file`` with
-a local ``config`` folder, so nothing is downloaded). Everything the training step needs from the host library
-is collected in :class:`TeacherParts`.
+A teacher is loaded by the package's one offline loader, :func:`lcm_plugin.pipeline_loading.load_pipeline`
+(a local diffusers folder, or a single-file checkpoint with a local config folder, so nothing is downloaded;
+re-exported here for the trainer). Everything the training step needs from the host library is collected in
+:class:`TeacherParts`.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
+
+from lcm_plugin.pipeline_loading import load_pipeline  # noqa: F401 -- re-exported: the trainer's loader
 
 logger = logging.getLogger(__name__)
 
@@ -33,50 +35,6 @@ class TeacherParts:
     @property
     def vae_scaling_factor(self) -> float:
         return float(self.vae.config.scaling_factor)
-
-
-def _is_sdxl_single_file(path: Path) -> bool:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return any(k.startswith("conditioner.embedders.1.") for k in f.keys())
-
-
-def load_pipeline(path: str, *, single_file_config: str | None = None, dtype: torch.dtype = torch.float32):
-    """Load a diffusers SD/SDXL pipeline offline from a folder or a single ``.safetensors`` checkpoint."""
-    from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
-
-    p = Path(path)
-    if p.is_dir():
-        if not (p / "model_index.json").is_file():
-            raise FileNotFoundError(f"{p} is not a diffusers pipeline folder (no model_index.json).")
-        kw = {"safety_checker": None, "requires_safety_checker": False} if _is_sd_folder(p) else {}
-        pipe = DiffusionPipeline.from_pretrained(str(p), torch_dtype=dtype, local_files_only=True, **kw)
-    elif p.is_file():
-        if p.suffix != ".safetensors":
-            raise ValueError(f"{p}: only .safetensors single-file checkpoints are loaded (pickle files can run code).")
-        if single_file_config is None:
-            raise ValueError(
-                f"{p} is a single-file checkpoint: pass single_file_config, a local diffusers config folder of the "
-                "same architecture (e.g. a copy of stable-diffusion-v1-5 without weights), so nothing is downloaded."
-            )
-        from lora_training.single_file import check_single_file
-
-        check_single_file(p)  # a truncated / non-checkpoint file gets a clear error, not safetensors' own
-        cls = StableDiffusionXLPipeline if _is_sdxl_single_file(p) else StableDiffusionPipeline
-        pipe = cls.from_single_file(str(p), config=single_file_config, local_files_only=True, torch_dtype=dtype)
-    else:
-        raise FileNotFoundError(f"pretrained model {p} does not exist.")
-    if not hasattr(pipe, "unet") or not hasattr(pipe, "vae"):
-        raise ValueError(f"{p} is not a Stable Diffusion (UNet + VAE) pipeline; got {type(pipe).__name__}.")
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def _is_sd_folder(p: Path) -> bool:
-    import json
-
-    return json.loads((p / "model_index.json").read_text()).get("_class_name") == "StableDiffusionPipeline"
 
 
 def teacher_parts(pipe) -> TeacherParts:
@@ -107,14 +65,22 @@ def teacher_parts(pipe) -> TeacherParts:
 
 
 @torch.no_grad()
-def encode_prompts(parts: TeacherParts, captions: list[str], *, resolution: int, device: torch.device) -> dict:
+def encode_prompts(
+    parts: TeacherParts, captions: list[str], *, resolution: int, device: torch.device
+) -> dict:
     """Text conditioning for the UNet: ``encoder_hidden_states`` (and SDXL ``added_cond_kwargs``)."""
     if parts.is_sdxl:
         embeds, _, pooled, _ = parts.pipe.encode_prompt(
             prompt=captions, device=device, num_images_per_prompt=1, do_classifier_free_guidance=False
         )
-        time_ids = torch.tensor([[resolution, resolution, 0, 0, resolution, resolution]], device=device, dtype=embeds.dtype)
-        return {"encoder_hidden_states": embeds, "text_embeds": pooled, "time_ids": time_ids.repeat(len(captions), 1)}
+        time_ids = torch.tensor(
+            [[resolution, resolution, 0, 0, resolution, resolution]], device=device, dtype=embeds.dtype
+        )
+        return {
+            "encoder_hidden_states": embeds,
+            "text_embeds": pooled,
+            "time_ids": time_ids.repeat(len(captions), 1),
+        }
     embeds = parts.pipe.encode_prompt(captions, device, 1, False)[0]
     return {"encoder_hidden_states": embeds}
 
@@ -136,9 +102,13 @@ def unconditional(parts: TeacherParts, cond: dict, *, resolution: int, device: t
     return {"encoder_hidden_states": empty.expand_as(cond["encoder_hidden_states"]).contiguous()}
 
 
-def unet_call(unet, sample: torch.Tensor, timestep: torch.Tensor, cond: dict, timestep_cond=None) -> torch.Tensor:
+def unet_call(
+    unet, sample: torch.Tensor, timestep: torch.Tensor, cond: dict, timestep_cond=None
+) -> torch.Tensor:
     """One UNet forward with SD or SDXL conditioning; returns the raw model output."""
-    added = {"text_embeds": cond["text_embeds"], "time_ids": cond["time_ids"]} if "text_embeds" in cond else None
+    added = (
+        {"text_embeds": cond["text_embeds"], "time_ids": cond["time_ids"]} if "text_embeds" in cond else None
+    )
     return unet(
         sample, timestep, encoder_hidden_states=cond["encoder_hidden_states"], timestep_cond=timestep_cond,
         added_cond_kwargs=added, return_dict=False,
@@ -167,7 +137,9 @@ def lcd_student_from_teacher(teacher_unet, time_cond_proj_dim: int):
     student = UNet2DConditionModel.from_config(config)
     missing, unexpected = student.load_state_dict(teacher_unet.state_dict(), strict=False)
     if unexpected or any(not k.startswith("time_embedding.cond_proj") for k in missing):
-        raise ValueError(f"teacher state dict does not fit the LCD student: missing {missing}, unexpected {unexpected}.")
+        raise ValueError(
+            f"teacher state dict does not fit the LCD student: missing {missing}, unexpected {unexpected}."
+        )
     torch.nn.init.zeros_(student.time_embedding.cond_proj.weight)
     if student.time_embedding.cond_proj.bias is not None:
         torch.nn.init.zeros_(student.time_embedding.cond_proj.bias)

@@ -296,6 +296,8 @@ def evaluate_samplers(
     its scheduler and LoRA state are restored afterwards. ``keep_samples`` first images of each row are kept
     in ``EvalRow.samples`` for image grids.
     """
+    from lcm_plugin.pipeline_loading import load_lora
+
     cfg = cfg or EvalConfig()
     real, scenes, prompts = real_images(cfg.split, cfg.n_samples)
     metrics = _Metrics(judge, real, cfg.kid_subset)
@@ -312,7 +314,7 @@ def evaluate_samplers(
     try:
         for sampler in samplers:
             if sampler.lora:
-                pipe.load_lora_weights(sampler.lora, adapter_name="eval_lora")
+                load_lora(pipe, sampler.lora, adapter_name="eval_lora")
                 pipe.set_adapters(["eval_lora"], adapter_weights=[sampler.lora_scale])
             try:
                 pipe.scheduler = sampler.scheduler_factory(original.config)

@@ -109,9 +109,10 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
     """Handler of ``lcm-plugin toy evaluate``: print the table and write Markdown + PNG chart + sample grid."""
     import torch
 
+    from lcm_plugin.pipeline_loading import load_pipeline
     from lcm_plugin.toy.evaluate import EvalConfig, lcm_sampler, standard_samplers
     from lcm_plugin.toy.judge import load_judge
-    from lcm_plugin.toy.models import checked_device, load_pipeline
+    from lcm_plugin.toy.models import checked_device
     from lcm_plugin.toy.report import image_grid, metrics_chart, write_markdown
 
     torch.set_num_threads(args.threads)

@@ -2,15 +2,15 @@
 
 Only stock classes are used -- AutoencoderKL, UNet2DConditionModel, CLIPTextModel, CLIPTokenizer and the SD
 noise schedule (scaled_linear betas 0.00085..0.012, 1000 steps, epsilon prediction) -- so everything that
-works on a real SD 1.x checkpoint works on the toy teacher, and vice versa.
+works on a real SD 1.x checkpoint works on the toy teacher, and vice versa. Pipelines are loaded with the package's
+one offline loader, :func:`lcm_plugin.pipeline_loading.load_pipeline` (re-exported here).
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import torch
+
+from lcm_plugin.pipeline_loading import load_pipeline  # noqa: F401 -- re-exported: the toy world's loader
 
 # The SD 1.x noise schedule (as in runwayml/stable-diffusion-v1-5 scheduler_config.json).
 SD_SCHEDULE = {
@@ -93,20 +93,3 @@ def checked_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r}: no CUDA GPU is visible on this machine; use --device cpu.")
     return device
-
-
-def load_pipeline(path: str | os.PathLike, dtype: torch.dtype = torch.float32):
-    """Load a diffusers StableDiffusionPipeline folder offline (no safety checker), in ``dtype``."""
-    from diffusers import StableDiffusionPipeline
-
-    folder = Path(path)
-    if not (folder / "model_index.json").is_file():
-        raise FileNotFoundError(
-            f"{folder} is not a diffusers pipeline folder (no model_index.json); pass a StableDiffusionPipeline "
-            "folder or train the toy teacher with `lcm-plugin toy train-teacher`"
-        )
-    pipe = StableDiffusionPipeline.from_pretrained(
-        str(folder), dtype=dtype, safety_checker=None, requires_safety_checker=False, local_files_only=True
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe

@@ -199,8 +199,11 @@ def test_bad_model_paths(tmp_path, data_dir):
     st = tmp_path / "model.safetensors"
     from safetensors.torch import save_file
 
-    save_file({"x": torch.zeros(1)}, str(st))
+    save_file({"model.diffusion_model.x": torch.zeros(1)}, str(st))  # header of a checkpoint: needs a config
     with pytest.raises(ValueError, match="pass single_file_config"):
+        Trainer(base_config(tmp_path, st, data_dir))
+    save_file({"x": torch.zeros(1)}, str(st))  # not a checkpoint at all: refused before asking for a config
+    with pytest.raises(ValueError, match="not a full SD single-file checkpoint"):
         Trainer(base_config(tmp_path, st, data_dir))
     (tmp_path / "folder").mkdir()
     with pytest.raises(FileNotFoundError, match="no model_index.json"):
