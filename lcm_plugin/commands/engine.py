@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +58,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--gamma", type=float, default=1.0, help="1 = LCM, 0 = deterministic, 0.3 = TCD's default")
     g.add_argument("--size", type=int, default=None, help="image height and width (default: the model's)")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    g.add_argument(
+        "--single-file-config",
+        default=None,
+        help="for a single-file --model: a local diffusers pipeline folder of the same architecture (its configs "
+        "and tokenizers; nothing is downloaded), e.g. the folder the checkpoint was exported from",
+    )
     g.add_argument("--out", default="lcm.png", help="output PNG (a grid when several prompts are given)")
+    g.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)"
+    )
     g.set_defaults(handler=_generate)
 
 
@@ -74,57 +82,90 @@ def _timesteps(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_pipeline(model: str):
-    """A diffusers text-to-image pipeline from a local folder or single-file checkpoint (offline-safe)."""
-    from diffusers import AutoPipelineForText2Image, StableDiffusionPipeline, StableDiffusionXLPipeline
+def _check_generate_inputs(args: argparse.Namespace) -> tuple[int, ...] | None:
+    """Every path and number of ``generate``, checked before the ~20 s of torch/diffusers imports."""
+    from lcm_plugin.commands.checks import (
+        check_finite,
+        check_input_path,
+        check_min_int,
+        check_single_file_suffix,
+        check_writable_output,
+    )
 
-    path = Path(model)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"model {model!r} does not exist; pass a diffusers folder or a .safetensors file."
+    model = check_input_path(
+        args.model, "model", hint="pass a diffusers pipeline folder or a .safetensors file"
+    )
+    if model.is_file():
+        check_single_file_suffix(model)
+    if args.single_file_config is not None:
+        check_input_path(args.single_file_config, "--single-file-config", kind="folder")
+    if args.lora is not None:
+        check_input_path(args.lora, "LoRA")
+    check_writable_output(args.out, "file", flag="--out", suffixes=(".png",))
+    check_min_int(args.steps, "--steps")
+    if args.threads is not None:
+        check_min_int(args.threads, "--threads")
+    if args.size is not None and (args.size < 8 or args.size % 8):
+        raise ValueError(f"--size must be a positive multiple of 8 (the VAE's latent grid), got {args.size}.")
+    check_finite(args.guidance, "--guidance (1 = no guidance)", low=0.0)
+    check_finite(args.gamma, "--gamma (1 = LCM, 0 = deterministic)", low=0.0, high=1.0)
+    return parse_timesteps(args.timesteps) if args.timesteps is not None else None
+
+
+def _to_pil(pipe, images) -> list:
+    """PIL images from the pipeline's [0, 1] tensor output, refusing non-finite pixels (NaN would save as black)."""
+    import torch
+
+    bad = (~torch.isfinite(images)).flatten(1).any(dim=1)
+    if bad.any():
+        which = ", ".join(str(int(i) + 1) for i in torch.nonzero(bad).flatten()[:8])
+        raise RuntimeError(
+            f"the model produced NaN/inf pixels for {int(bad.sum())} of {len(images)} image(s) (prompt(s) {which}); "
+            "nothing was written. Its weights are probably not finite (e.g. fused with a NaN --lora-scale, or a "
+            "diverged training run): rebuild the model, or try another --lora."
         )
-    if path.is_dir():
-        return AutoPipelineForText2Image.from_pretrained(path)
-    if path.suffix != ".safetensors":
-        raise ValueError(
-            f"{path.name}: only .safetensors single-file checkpoints are loaded (never pickled .ckpt/.bin)."
-        )
-    try:
-        return StableDiffusionXLPipeline.from_single_file(path)
-    except Exception:  # noqa: BLE001 -- diffusers raises several types for an architecture mismatch
-        return StableDiffusionPipeline.from_single_file(path)
+    return pipe.image_processor.numpy_to_pil(pipe.image_processor.pt_to_numpy(images.clamp(0, 1)))
 
 
 def _generate(args: argparse.Namespace) -> int:
+    timesteps = _check_generate_inputs(args)  # before any heavy import
     import torch
 
+    from lcm_plugin import core
+
+    core.check_gamma(args.gamma)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    from lcm_plugin.adapters.inspection import distillation_grid_size
     from lcm_plugin.diffusers_scheduler import LCMPluginScheduler
     from lcm_plugin.images import save_grid
-
-    timesteps = parse_timesteps(args.timesteps) if args.timesteps is not None else None  # before loading
-    pipe = load_pipeline(args.model)
-    from lcm_plugin.adapters.inspection import distillation_grid_size
+    from lcm_plugin.pipeline_loading import load_lora, load_pipeline
 
     grid = distillation_grid_size(args.lora) if args.lora else None  # our adapters record their grid
+    pipe = load_pipeline(args.model, single_file_config=args.single_file_config, keep_safety_checker=True)
     extra = {} if grid is None else {"original_inference_steps": grid}
     pipe.scheduler = LCMPluginScheduler.from_config(pipe.scheduler.config, gamma=args.gamma, **extra)
     if args.lora:
-        pipe.load_lora_weights(args.lora)
+        load_lora(pipe, args.lora)
     pipe.set_progress_bar_config(disable=False)
     size = {} if args.size is None else {"height": args.size, "width": args.size}
     # the scheduler checks explicit timesteps (order, range, grid) when the pipeline hands them over
-    schedule = {"timesteps": list(timesteps)} if timesteps is not None else {"num_inference_steps": args.steps}
+    schedule = (
+        {"timesteps": list(timesteps)} if timesteps is not None else {"num_inference_steps": args.steps}
+    )
     n_steps = len(timesteps) if timesteps is not None else args.steps
     start = time.perf_counter()
-    images = pipe(
+    output = pipe(
         args.prompt,
         negative_prompt=[args.negative_prompt] * len(args.prompt) if args.negative_prompt else None,
         **schedule,
         guidance_scale=args.guidance,
         generator=torch.Generator().manual_seed(args.seed),
+        output_type="pt",
         **size,
-    ).images
+    )
     elapsed = time.perf_counter() - start
+    images = _to_pil(pipe, output.images)
     save_grid(images, args.out, columns=len(images))
     at = f" at timesteps {list(timesteps)}" if timesteps is not None else ""
     print(f"{len(images)} image(s), {n_steps} LCM steps{at}, {elapsed:.2f} s -> {args.out}")

@@ -70,3 +70,39 @@ def test_generate_refuses_missing_and_pickled_models(tmp_path, capsys):
     ckpt.write_bytes(b"PK\x03\x04")
     assert main(["generate", "--model", str(ckpt), "--prompt", "x"]) == 1
     assert "only .safetensors single-file checkpoints" in capsys.readouterr().err
+
+
+def test_generate_loads_our_own_single_file_checkpoint_offline(tmp_path, capsys, monkeypatch):
+    """`train fuse --single-file` output (the original layout) is usable by `generate`, with no download."""
+    import numpy as np
+
+    from lora_training.single_file import save_single_file
+    from tests.training.helpers import RES, save_tiny_pipeline, tiny_pipeline
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder = save_tiny_pipeline(tmp_path / "folder")
+    ckpt = save_single_file(tiny_pipeline(), tmp_path / "model.safetensors", arch="sd15")
+    common = ["--prompt", "a red square", "--steps", "2", "--size", str(RES), "--threads", "1"]
+    assert main(["generate", "--model", str(folder), *common, "--out", str(tmp_path / "a.png")]) == 0
+    argv = ["generate", "--model", str(ckpt), "--single-file-config", str(folder), *common]
+    assert main([*argv, "--out", str(tmp_path / "b.png")]) == 0
+    a, b = (np.asarray(Image.open(tmp_path / f"{n}.png")) for n in "ab")
+    assert a.shape == (RES, RES, 3) and np.array_equal(a, b)  # the file holds the folder's weights bit for bit
+    capsys.readouterr()
+    assert main(["generate", "--model", str(ckpt), *common, "--out", str(tmp_path / "c.png")]) == 1
+    assert "pass single_file_config (--single-file-config DIR)" in capsys.readouterr().err
+
+
+def test_generate_threads_flag(tmp_path, monkeypatch):
+    import torch
+    from diffusers import DDIMScheduler
+
+    tok = tmp_path / "tok"
+    tok.mkdir()
+    pipe = tiny_sd_pipeline(tok, DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012))
+    pipe.save_pretrained(tmp_path / "model")
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    args = ["generate", "--model", str(tmp_path / "model"), "--prompt", "x", "--steps", "1", "--size", "32"]
+    assert main([*args, "--out", str(tmp_path / "a.png")]) == 0 and calls == []  # default: torch's own choice
+    assert main([*args, "--threads", "3", "--out", str(tmp_path / "b.png")]) == 0 and calls == [3]
