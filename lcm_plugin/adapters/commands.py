@@ -102,9 +102,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_download(args: argparse.Namespace) -> int:
     """Download and install one adapter."""
     from lcm_plugin.adapters.download import download_adapter
+    from lcm_plugin.commands.checks import check_writable_output
 
     if args.retries < 0:
         raise ValueError("--retries must be 0 or more")
+    check_writable_output(args.dest, "folder", flag="--dest")  # before any byte is fetched
     result = download_adapter(
         args.adapter,
         args.dest,
@@ -165,7 +167,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     """Convert one adapter file."""
     from lcm_plugin.adapters.convert import convert_file
+    from lcm_plugin.commands.checks import check_writable_output
 
+    check_writable_output(args.dst, "file", flag="output", suffixes=(".safetensors",))
     result = convert_file(
         args.src, args.dst, to=args.to, layout=args.layout, arch=args.arch, dtype=args.dtype
     )

@@ -27,6 +27,7 @@ import torch
 from lcm_plugin.adapters.formats import ParsedKeys, component_of, parse_keys
 from lcm_plugin.adapters.inspection import (
     LORA_ADAPTER_METADATA_KEY,
+    adapter_file,
     alpha_from_config,
     check_arch,
     detect_arch,
@@ -180,6 +181,8 @@ def to_kohya_state_dict(
             "lcm_plugin.kohya_layout": layout,
         }
     )
+    if "lcm_plugin.architecture" in meta:  # the trainer's label follows the (checked) target architecture
+        meta["lcm_plugin.architecture"] = arch
     return out, meta
 
 
@@ -276,9 +279,9 @@ def convert_file(
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(_DTYPES)}")
     if Path(src).resolve() == Path(dst).resolve():
         raise ValueError("output path equals input path; choose a different output file")
-    header = read_header(src)
+    header = read_header(adapter_file(src))
     parsed = parse_keys(list(header.tensors))
-    guess = detect_arch(parsed, {k: v.shape for k, v in header.tensors.items()})
+    guess = detect_arch(parsed, {k: v.shape for k, v in header.tensors.items()}, header.metadata)
     if arch is not None:
         check_arch(guess, arch)
     target_arch = arch or guess.name

@@ -223,6 +223,12 @@ def download_url(
         )
     if last is not None:
         have = part.stat().st_size if part.exists() else 0
+        if not have:
+            part.unlink(missing_ok=True)
+            raise RuntimeError(
+                f"download of {url} failed after {retries} resumptions ({last}); nothing was received and nothing "
+                f"was written to {dest.parent}: check the URL and the network, then run the same command again"
+            )
         raise RuntimeError(
             f"download of {url} failed after {retries} resumptions ({last}); {have} bytes kept in "
             f"{part}: run the same command again to resume"
@@ -264,14 +270,17 @@ def _verify_and_place(
                 f"{source}: sha256 {digest} does not match the expected {sha256}; the file is corrupt "
                 "or changed upstream and was not installed; run again to re-download"
             )
-        if expect_arch is not None:
-            check_file_arch(tmp, expect_arch)
-        elif dest.suffix == ".safetensors":
-            from lcm_plugin.adapters.safetensors_io import read_header
+        try:
+            if expect_arch is not None:
+                check_file_arch(tmp, expect_arch)
+            else:
+                from lcm_plugin.adapters.safetensors_io import read_header
 
-            read_header(
-                tmp
-            )  # refuses pickles, truncated or foreign files before they get a .safetensors name
+                read_header(tmp)  # refuses pickles, truncated or foreign files before they are installed
+        except ValueError as err:  # name what the user asked for, not our hidden temp file (deleted below)
+            raise ValueError(
+                f"{str(err).replace(tmp.name, source)}; nothing was installed in {dest.parent}"
+            ) from err
         os.replace(tmp, dest)
     except BaseException:
         if remove_src or tmp is not src:
@@ -289,7 +298,25 @@ def check_file_arch(path: str | os.PathLike, expect_arch: str) -> None:
 
     header = read_header(path)
     parsed = parse_keys(list(header.tensors))
-    check_arch(detect_arch(parsed, {k: v.shape for k, v in header.tensors.items()}), expect_arch)
+    check_arch(
+        detect_arch(parsed, {k: v.shape for k, v in header.tensors.items()}, header.metadata), expect_arch
+    )
+
+
+def check_file_name(name: str, url: str | None = None) -> None:
+    """Refuse an install name that is not a plain ``*.safetensors`` file name (hosts load pickles by other names).
+
+    Raises:
+        ValueError: the name has a folder part or another suffix; the message says to pass ``--name``.
+    """
+    where = f" (taken from {url})" if url else ""
+    if not name or name in (".", "..") or "/" in name or os.sep in name:
+        raise ValueError(f"file name {name!r}{where} must be a plain file name; the folder goes in --dest.")
+    if not name.lower().endswith(".safetensors"):
+        raise ValueError(
+            f"file name {name!r}{where} does not end in .safetensors; only .safetensors adapters are installed "
+            "(pickled .ckpt/.bin/.pt files can run code). If the file is safetensors, pass --name NAME.safetensors."
+        )
 
 
 def download_from_hub(repo_id: str, filename: str, *, revision: str = "main") -> Path:
@@ -362,9 +389,12 @@ def download_adapter(
     keys and shapes before it is placed.
     """
     target = Path(target_dir)
-    target.mkdir(parents=True, exist_ok=True)
+    if name is not None:
+        check_file_name(name)
     if spec.startswith(("http://", "https://")):
         fname = name or Path(urllib.parse.urlparse(spec).path).name or "adapter.safetensors"
+        check_file_name(fname, url=spec)
+        target.mkdir(parents=True, exist_ok=True)
         return download_url(
             spec, target / fname, sha256=sha256, retries=retries, progress=progress, expect_arch=expect_arch
         )
@@ -387,6 +417,7 @@ def download_adapter(
             f"{entry.name} is for {entry.arch}, not {expect_arch}; pick an adapter for {expect_arch} "
             "(see `lcm-plugin adapters list`)"
         )
+    target.mkdir(parents=True, exist_ok=True)
     dest = target / (name or f"{entry.name}.safetensors")
     digest = sha256 or entry.sha256
     file_arch = expect_arch if entry.kind == "lora" else None

@@ -27,10 +27,15 @@ LORA_ADAPTER_METADATA_KEY = "lora_adapter_metadata"  # what diffusers' save_lora
 
 @dataclass
 class ArchGuess:
-    """The detected base architecture (a key of ``ARCHS``, or None) and the evidence for it."""
+    """The detected base architecture (a key of ``ARCHS``, or None) and the evidence for it.
+
+    ``declared`` is what the file's own metadata says (None when it says nothing); ``name`` comes from the
+    weights' names and shapes, and from ``declared`` only where those cannot tell.
+    """
 
     name: str | None
     reasons: list[str] = field(default_factory=list)
+    declared: str | None = None
 
     @property
     def label(self) -> str:
@@ -65,8 +70,63 @@ class InspectReport:
         return d
 
 
-def detect_arch(parsed: ParsedKeys, shapes: dict[str, tuple[int, ...]]) -> ArchGuess:
-    """Guess the base architecture of an adapter from canonical module names and ``down`` tensor shapes."""
+# Metadata keys that name the base model, most specific first: ours (convert, trainer), then the
+# Stability/kohya model spec and kohya's sd-scripts key that A1111 reads.
+_SDXL_FAMILY = ("sdxl", "ssd1b")
+
+
+def arch_from_metadata(metadata: dict[str, str]) -> tuple[str | None, str]:
+    """The base architecture the safetensors metadata declares (an ``ARCHS`` key or None) and the evidence.
+
+    Read, in this order: ``lcm_plugin.base_arch`` (our converter), ``lcm_plugin.architecture`` (our trainer),
+    ``modelspec.architecture`` (e.g. ``stable-diffusion-xl-v1-base/lora``) and kohya's ``ss_base_model_version``
+    (``sd_v1``, ``sd_v2``, ``sdxl_base_v1-0``; SSD-1B files carry SDXL's) / ``ss_v2``.
+    """
+    for key in ("lcm_plugin.base_arch", "lcm_plugin.architecture"):
+        value = metadata.get(key, "").strip()
+        if value in ARCHS:
+            return value, f"metadata {key} = {value}"
+    spec = metadata.get("modelspec.architecture", "").lower()
+    for prefix, arch in (("ssd-1b", "ssd1b"), ("stable-diffusion-xl", "sdxl"), ("stable-diffusion-v2", "sd2"),
+                         ("stable-diffusion-v1", "sd15")):  # fmt: skip
+        if spec.startswith(prefix):
+            return arch, f"metadata modelspec.architecture = {spec}"
+    base = metadata.get("ss_base_model_version", "").lower()
+    for prefix, arch in (("sdxl", "sdxl"), ("sd_v2", "sd2"), ("sd_v1", "sd15")):
+        if base.startswith(prefix):
+            return arch, f"metadata ss_base_model_version = {base}"
+    if metadata.get("ss_v2", "").lower() in ("true", "false"):
+        arch = "sd2" if metadata["ss_v2"].lower() == "true" else "sd15"
+        return arch, f"metadata ss_v2 = {metadata['ss_v2']}"
+    return None, ""
+
+
+def same_base(a: str, b: str, evidence: str = "") -> bool:
+    """Whether two ``ARCHS`` keys name the same base; kohya/modelspec metadata cannot tell SSD-1B from SDXL."""
+    return a == b or (a in _SDXL_FAMILY and b in _SDXL_FAMILY and "lcm_plugin." not in evidence)
+
+
+def detect_arch(
+    parsed: ParsedKeys, shapes: dict[str, tuple[int, ...]], metadata: dict[str, str] | None = None
+) -> ArchGuess:
+    """Guess the base architecture of an adapter from canonical module names and ``down`` tensor shapes, and
+    from its ``metadata`` (see :func:`arch_from_metadata`) where the weights cannot tell."""
+    guess = _arch_from_weights(parsed, shapes)
+    declared, evidence = arch_from_metadata(metadata or {})
+    if declared is None:
+        return guess
+    guess.declared = declared
+    if guess.name is None:
+        guess.name = declared
+        guess.reasons.append(f"{evidence} (the weights' names and shapes do not say)")
+    elif same_base(guess.name, declared, evidence):
+        guess.reasons.append(f"{evidence} agrees")
+    else:
+        guess.reasons.append(f"{evidence} disagrees; the weights' shapes decide")
+    return guess
+
+
+def _arch_from_weights(parsed: ParsedKeys, shapes: dict[str, tuple[int, ...]]) -> ArchGuess:
     unet = {n[len("unet.") :]: m for n, m in parsed.modules.items() if n.startswith("unet.")}
     reasons: list[str] = []
     ctx = None
@@ -144,6 +204,11 @@ def check_arch(guess: ArchGuess, wanted: str, what: str = "adapter") -> None:
     if guess.name is None:
         logger.warning("could not tell the base architecture of the %s; trusting --for %s", what, wanted)
         return
+    if guess.declared is not None and guess.declared != guess.name and guess.name == wanted:
+        logger.warning(
+            "the %s's metadata says %s, but its weights are %s shaped; trusting the weights", what, guess.declared,
+            wanted,
+        )  # fmt: skip
     if guess.name != wanted:
         raise ValueError(
             f"the {what} is for {guess.label} ({guess.name}; {'; '.join(guess.reasons)}), not for "
@@ -177,12 +242,33 @@ def alpha_from_config(config: dict, path: str, rank: int) -> float:
     return float(config.get("lora_alpha", rank))
 
 
+def adapter_file(path: str | os.PathLike) -> Path:
+    """``Path(path)`` when it is a file; a folder or a missing path gets an error that names the file to pass.
+
+    Raises:
+        FileNotFoundError: nothing at ``path``, or a folder without ``.safetensors`` files.
+        ValueError: a folder (the message lists its ``.safetensors`` files).
+    """
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(f.name for f in p.glob("*.safetensors"))
+        if not files:
+            raise FileNotFoundError(f"{p} is a folder with no .safetensors file in it; pass an adapter file.")
+        shown = ", ".join(files[:3]) + (f" (and {len(files) - 3} more)" if len(files) > 3 else "")
+        raise ValueError(
+            f"{p} is a folder, not an adapter file; pass one of its .safetensors files: {shown}."
+        )
+    if not p.exists():
+        raise FileNotFoundError(f"adapter file not found: {p}")
+    return p
+
+
 def inspect_file(path: str | os.PathLike) -> InspectReport:
     """Build an :class:`InspectReport` for a safetensors adapter (reads the header and the scalar alphas)."""
-    header: SafetensorsHeader = read_header(path)
+    header: SafetensorsHeader = read_header(adapter_file(path))
     parsed = parse_keys(list(header.tensors))
     shapes = {k: v.shape for k, v in header.tensors.items()}
-    guess = detect_arch(parsed, shapes)
+    guess = detect_arch(parsed, shapes, header.metadata)
     alpha_values = _read_alphas(header, parsed)
     cfg = diffusers_alpha_metadata(header.metadata)
     ranks: Counter = Counter()
@@ -240,11 +326,14 @@ def distillation_grid_size(path: str | os.PathLike) -> int | None:
     ``lcm_plugin.num_ddim_timesteps``), or None when the file does not say (public LCM-LoRAs: N = 50).
 
     Sample with ``original_inference_steps = N`` so the inference timesteps lie on the grid the adapter learnt.
-    A folder is searched for its single ``.safetensors`` file.
+    A folder stands for its ``pytorch_lora_weights.safetensors`` (the trainer's output folder also holds the kohya
+    file), else for its single ``.safetensors`` file.
     """
     p = Path(path)
     if p.is_dir():
         files = sorted(p.glob("*.safetensors"))
+        if (p / "pytorch_lora_weights.safetensors").is_file():
+            files = [p / "pytorch_lora_weights.safetensors"]
         if len(files) != 1:
             return None
         p = files[0]

@@ -156,3 +156,83 @@ def test_save_atomic_leaves_old_file_on_failure(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         safetensors_io.save_atomic({"a": torch.zeros(1)}, target)
     assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["out.safetensors"]
+
+
+def _unknown_shape_lora(tmp_path, metadata):
+    """A LoRA whose shapes name no SD base (cross-attention context 64, as the toy teacher's) with ``metadata``."""
+    tensors = {
+        "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.lora_down.weight": torch.ones(
+            2, 64
+        ),
+        "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.lora_up.weight": torch.ones(
+            32, 2
+        ),
+        "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.alpha": torch.tensor(2.0),
+    }
+    return _write(tmp_path, "meta.safetensors", tensors, metadata)
+
+
+@pytest.mark.parametrize(
+    "metadata, arch",
+    [
+        ({"lcm_plugin.architecture": "sd15"}, "sd15"),  # our trainer
+        ({"lcm_plugin.base_arch": "sdxl", "lcm_plugin.architecture": "sd15"}, "sdxl"),  # our converter wins
+        ({"modelspec.architecture": "stable-diffusion-v2-768-v/lora"}, "sd2"),
+        ({"ss_base_model_version": "sdxl_base_v1-0"}, "sdxl"),
+        ({"ss_v2": "False"}, "sd15"),
+        ({}, None),
+    ],
+)
+def test_metadata_names_the_base_model_when_the_shapes_cannot(tmp_path, metadata, arch):
+    report = inspect_file(_unknown_shape_lora(tmp_path, metadata))
+    assert report.arch.name == arch and report.arch.declared == arch
+    if arch is not None:
+        assert "(the weights' names and shapes do not say)" in report.arch.reasons[-1]
+
+
+def test_convert_refuses_a_target_the_metadata_contradicts(tmp_path):
+    src = _unknown_shape_lora(tmp_path, {"lcm_plugin.architecture": "sd15"})
+    with pytest.raises(
+        ValueError,
+        match=r"is for Stable Diffusion 1.x \(sd15; .*metadata lcm_plugin.architecture = sd15.*pass --for sd15",
+    ):
+        convert_file(src, tmp_path / "xl.safetensors", arch="sdxl")
+    assert not (tmp_path / "xl.safetensors").exists()
+    out = convert_file(src, tmp_path / "k.safetensors")  # no --for needed: the metadata says sd15
+    assert out.arch == "sd15"
+    meta = safetensors_io.read_header(out.output).metadata
+    assert meta["lcm_plugin.base_arch"] == meta["lcm_plugin.architecture"] == "sd15"
+
+
+def test_weights_decide_when_metadata_disagrees(tmp_path, sd15_lora, caplog):
+    tensors, meta = _kohya(sd15_lora[1], "sd15")
+    path = _write(tmp_path, "wrong_label.safetensors", tensors, {**meta, "lcm_plugin.base_arch": "sdxl"})
+    report = inspect_file(path)
+    assert report.arch.name == "sd15" and report.arch.declared == "sdxl"
+    assert "metadata lcm_plugin.base_arch = sdxl disagrees; the weights' shapes decide" in report.arch.reasons
+    out = convert_file(path, tmp_path / "fixed.safetensors", arch="sd15")  # allowed, with a warning
+    assert out.arch == "sd15" and "trusting the weights" in caplog.text
+    assert safetensors_io.read_header(out.output).metadata["lcm_plugin.base_arch"] == "sd15"
+
+
+def test_shipped_toy_adapter_shows_its_metadata_base_model(capsys):
+    from lcm_plugin.toy import paths
+    from tests.adapters.test_cli import run
+
+    assert run(["adapters", "inspect", str(paths.LCM_LORA / "pytorch_lora_weights.safetensors")]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "base model:  Stable Diffusion 1.x [sd15]" in out and "metadata lcm_plugin.architecture = sd15" in out
+    )
+
+
+def test_a_folder_is_named_as_a_folder(tmp_path):
+    from lcm_plugin.toy import paths
+
+    with pytest.raises(
+        ValueError,
+        match=r"is a folder, not an adapter file; pass one of its .safetensors files: pytorch_lora_weights",
+    ):
+        inspect_file(paths.LCM_LORA)
+    with pytest.raises(FileNotFoundError, match="is a folder with no .safetensors file"):
+        inspect_file(tmp_path)
