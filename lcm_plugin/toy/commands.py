@@ -47,8 +47,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _make_world(args: argparse.Namespace) -> int:
+    from lcm_plugin.commands.checks import check_writable_output
     from lcm_plugin.toy.export import export_split
 
+    check_writable_output(args.out, "folder", flag="--out")  # before the first image is drawn
     export_split(args.out, args.split, args.count)
     return 0
 
@@ -61,6 +63,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``toy`` (train-teacher, train-judge, evaluate, make-world) and ``demo`` to the CLI."""
+    from lcm_plugin.toy import world
     from lcm_plugin.toy.configs import JudgeTrainConfig, TeacherConfig
     from lcm_plugin.toy.demo import add_demo_args
     from lcm_plugin.toy.evaluate_cmd import add_evaluate_args
@@ -89,7 +92,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("make-world", help="write toy-world images and captions (PNG + captions.jsonl)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--split", default="train", help="train, val, test or heldout")
+    p.add_argument("--split", default="train", choices=world.SPLITS, help="train, val, test or heldout")
     p.add_argument("--count", type=int, default=1000, help="number of images")
     p.set_defaults(handler=_make_world)
 

@@ -77,23 +77,35 @@ def _lora_file(path: Path) -> Path | None:
     if path.is_file():
         return path
     if path.is_dir():
-        files = sorted(path.glob("*.safetensors"))
+        from lcm_plugin.pipeline_loading import DIFFUSERS_LORA_NAME
+
+        files = sorted(path.glob("*.safetensors"), key=lambda f: (f.name != DIFFUSERS_LORA_NAME, f.name))
         return files[0] if files else None
     return None
 
 
 def run_demo(args: argparse.Namespace) -> dict:
     """Generate every row, write the PNG grid and return {"rows": [...], "out": path, "seconds": total}."""
+    from lcm_plugin.commands.checks import check_input_path, check_min_int, check_writable_output
+    from lcm_plugin.toy.evaluate_cmd import parse_steps
+
+    # every input before the heavy imports and the model load
+    check_input_path(args.model, "--model", kind="folder", hint="pass a diffusers pipeline folder")
+    check_writable_output(args.out, "file", flag="--out", suffixes=(".png",))
+    for flag, value in (
+        ("--seeds", args.seeds),
+        ("--teacher-steps", args.teacher_steps),
+        ("--threads", args.threads),
+    ):
+        check_min_int(value, flag)
+    lcm_steps = parse_steps(args.lcm_steps)
     import torch
 
     from lcm_plugin.adapters.inspection import distillation_grid_size
+    from lcm_plugin.pipeline_loading import load_lora, load_pipeline
     from lcm_plugin.toy.evaluate import generate, lcm_scheduler_factory
-    from lcm_plugin.toy.evaluate_cmd import parse_steps
-    from lcm_plugin.toy.models import load_pipeline
     from lcm_plugin.toy.report import image_grid
 
-    if args.seeds < 1 or args.teacher_steps < 1:
-        raise ValueError("--seeds and --teacher-steps must be >= 1")
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     pipe = load_pipeline(args.model)
@@ -122,7 +134,7 @@ def run_demo(args: argparse.Namespace) -> dict:
             f"LCM rows skipped: no LCM-LoRA at {args.lora} (distil one with the trainer, then pass --lora PATH)"
         )
     else:
-        for n in parse_steps(args.lcm_steps):
+        for n in lcm_steps:
             plans.append(
                 (
                     f"LCM-LoRA {n} step{'s' if n > 1 else ''}, CFG {args.lcm_guidance:g}",
@@ -136,7 +148,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     grid = None if lora is None else distillation_grid_size(lora)  # sample on the adapter's own timestep grid
     for label, kind, steps, guidance in plans:
         if kind == "lcm" and not getattr(pipe, "_demo_lora_loaded", False):
-            pipe.load_lora_weights(str(lora.parent), weight_name=lora.name, adapter_name="lcm")
+            load_lora(pipe, lora, adapter_name="lcm")
             pipe._demo_lora_loaded = True
         pipe.scheduler = lcm_scheduler_factory(grid)(original.config) if kind == "lcm" else original
         t0 = time.perf_counter()
@@ -162,8 +174,7 @@ def run_demo(args: argparse.Namespace) -> dict:
             grid_rows.append((f"{label[:34]} s{j}", per_prompt[:, j]))
     pipe.scheduler = original
     scale = max(1, 96 // int(grid_rows[0][1].shape[-1]))
-    titles = [f"p{i + 1}" for i in range(len(prompts))]
-    out = image_grid(grid_rows, args.out, scale=scale, column_titles=titles)
+    out = image_grid(grid_rows, args.out, scale=scale, column_titles=prompts)  # the prompt above its column
     return {
         "rows": rows,
         "out": out,
@@ -176,9 +187,9 @@ def run_demo(args: argparse.Namespace) -> dict:
 def run_demo_command(args: argparse.Namespace) -> int:
     """Handler of ``lcm-plugin demo``: run it and print timings and quality figures."""
     result = run_demo(args)
-    print("prompts:")
+    print("prompts (the grid's columns, left to right):")
     for i, p in enumerate(result["prompts"]):
-        print(f"  p{i + 1}: {p}")
+        print(f"  {i + 1}. {p}")
     n = len(result["prompts"]) * args.seeds
     print(f"\n| row | UNet evals/img | time for {n} images (s) | adherence (all attributes) |")
     print("|---|---|---|---|")

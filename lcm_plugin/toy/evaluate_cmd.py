@@ -107,6 +107,11 @@ def _cpu_name() -> str:
 
 def run_evaluate_command(args: argparse.Namespace) -> int:
     """Handler of ``lcm-plugin toy evaluate``: print the table and write Markdown + PNG chart + sample grid."""
+    from lcm_plugin.commands.checks import check_input_path, check_min_int, check_writable_output
+
+    check_input_path(args.model, "--model", kind="folder", hint="pass a diffusers pipeline folder")
+    check_writable_output(args.out_dir, "folder", flag="--out-dir")  # before minutes of sampling
+    check_min_int(args.threads, "--threads")
     import torch
 
     from lcm_plugin.pipeline_loading import load_pipeline

@@ -129,23 +129,40 @@ def metrics_chart(rows: Sequence[EvalRow], path: str | os.PathLike) -> Path:
     return _atomic_save(img, path)
 
 
+def _wrap(text: str, font, width: int) -> list[str]:
+    """``text`` broken at spaces into lines no wider than ``width`` pixels (a longer word gets a line of its own)."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and font.getlength(f"{lines[-1]} {word}") <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines or [""]
+
+
 def image_grid(
     rows_of_images: Sequence[tuple[str, torch.Tensor]],
     path: str | os.PathLike,
     scale: int = 3,
     column_titles: Sequence[str] | None = None,
 ) -> Path:
-    """PNG grid: one labelled row per (label, images (N, 3, H, W) in [0, 1]), images upscaled ``scale`` x."""
+    """PNG grid: one labelled row per (label, images (N, 3, H, W) in [0, 1]), images upscaled ``scale`` x.
+
+    ``column_titles`` (e.g. the prompts) are printed in full above their columns, wrapped to the column width.
+    """
     font = ImageFont.load_default(size=12)
     if not rows_of_images:
         raise ValueError("image_grid needs at least one row of images")
     n = max(len(t) for _, t in rows_of_images)
     h, w = rows_of_images[0][1].shape[-2:]
-    cell_w, cell_h, label_w, top = w * scale + 4, h * scale + 4, 230, 18 if column_titles else 4
+    cell_w, cell_h, label_w, line_h = w * scale + 4, h * scale + 4, 230, 14
+    wrapped = [_wrap(t, font, cell_w - 6) for t in column_titles or []]
+    top = 6 + line_h * max((len(x) for x in wrapped), default=0) if wrapped else 4
     img = Image.new("RGB", (label_w + n * cell_w, top + len(rows_of_images) * cell_h), "white")
     draw = ImageDraw.Draw(img)
-    for j, title in enumerate(column_titles or []):
-        draw.text((label_w + j * cell_w + 2, 2), title[: cell_w // 6], fill=(0, 0, 0), font=font)
+    for j, lines in enumerate(wrapped):
+        for k, line in enumerate(lines):
+            draw.text((label_w + j * cell_w + 3, 2 + k * line_h), line, fill=(0, 0, 0), font=font)
     for i, (label, images) in enumerate(rows_of_images):
         y = top + i * cell_h
         draw.text((4, y + cell_h // 2 - 7), label, fill=(0, 0, 0), font=font)

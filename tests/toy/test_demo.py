@@ -56,4 +56,24 @@ def test_demo_without_lora_skips_lcm_rows(tmp_path, capsys):
 
 def test_demo_reports_a_missing_model(tmp_path, capsys):
     assert main(["demo", "--model", str(tmp_path / "nothing")]) == 1
-    assert "not a diffusers pipeline folder" in capsys.readouterr().err
+    assert "--model " + str(tmp_path / "nothing") + " does not exist" in capsys.readouterr().err
+    assert main(["demo", "--model", str(tmp_path)]) == 1  # a folder, but not a pipeline
+    assert "not a diffusers pipeline folder (no model_index.json)" in capsys.readouterr().err
+
+
+def test_demo_grid_shows_each_prompt_above_its_column(tmp_path):
+    """The column titles are the prompts, in full (wrapped), not p1..p6."""
+    import torch
+    from PIL import ImageFont
+
+    from lcm_plugin.toy.report import _wrap, image_grid
+
+    prompts = ["a large red circle in the center on a black background", "a blue cross above a green triangle"]
+    rows = [("row", torch.zeros(2, 3, 32, 32))]
+    out = image_grid(rows, tmp_path / "g.png", scale=3, column_titles=prompts)
+    font = ImageFont.load_default(size=12)
+    wrapped = _wrap(prompts[0], font, 32 * 3 + 4 - 6)
+    assert " ".join(wrapped) == prompts[0] and len(wrapped) > 1
+    assert all(font.getlength(line) <= 32 * 3 - 2 for line in wrapped)
+    with Image.open(out) as im:  # the header grows to fit every line of the longest prompt
+        assert im.size == (230 + 2 * 100, 6 + 14 * len(wrapped) + 100)
