@@ -121,7 +121,7 @@ def load_lora_for_comfyui(path: str | os.PathLike, *, arch: str | None, model_na
             f"{name}: {len(parsed.unknown)} keys are not LoRA weights ({_sample(parsed.unknown)}); they would "
             "not be loaded, so the file is refused: use a plain LoRA file"
         )
-    guess = detect_arch(parsed, {k: v.shape for k, v in header.tensors.items()})
+    guess = detect_arch(parsed, {k: v.shape for k, v in header.tensors.items()}, header.metadata)
     check_lora_for_model(guess, arch, name, model_name or "unknown model")
     try:
         tensors, metadata = load_tensors(path)

@@ -216,3 +216,17 @@ def test_offline_mode_says_where_to_put_the_file(tmp_path, server, hub, monkeypa
     ):
         ensure_adapter(entry, [str(tmp_path / "loras")], arch="sd15")
     assert server.requests == []
+
+
+def test_the_loader_modules_import_only_torch_numpy_safetensors():
+    """What ComfyUI start-up imports through the node must not pull in diffusers, peft, transformers or the hub."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, lcm_plugin.adapters.for_comfyui, lcm_plugin.adapters.lora_sources\n"
+        "heavy = {'diffusers', 'peft', 'transformers', 'huggingface_hub', 'accelerate'}\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"
