@@ -49,7 +49,9 @@ from modules.api.api import Api  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 extension = script_loading.load_module(os.path.join(REPO, "scripts", "lcm_plugin_webui.py"))
-script_classes = [v for v in vars(extension).values() if isinstance(v, type) and issubclass(v, scripts.Script)]
+script_classes = [
+    v for v in vars(extension).values() if isinstance(v, type) and issubclass(v, scripts.Script)
+]
 
 
 class ForgeUNetAdapter(torch.nn.Module):
@@ -68,9 +70,13 @@ class ForgeUNetAdapter(torch.nn.Module):
 def tiny_sd_model(prediction_type: str):
     """The attributes of ``shared.sd_model`` that Forge's sampling path reads, around the tiny UNet."""
     unet = UNet2DConditionModel.from_pretrained(os.path.join(WORK, "unet")).eval()
-    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type=prediction_type)
+    scheduler = DDPMScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type=prediction_type
+    )
     patcher = UnetPatcher.from_model(model=ForgeUNetAdapter(unet), diffusers_scheduler=scheduler, config=None)
-    return types.SimpleNamespace(is_sdxl=False, forge_objects=types.SimpleNamespace(unet=patcher), sd_checkpoint_info=None)
+    return types.SimpleNamespace(
+        is_sdxl=False, forge_objects=types.SimpleNamespace(unet=patcher), sd_checkpoint_info=None
+    )
 
 
 def processing(case: dict, steps: int):
@@ -124,12 +130,20 @@ def main() -> None:
         "schedulers_map_keys": list(sd_schedulers.schedulers_map),
         "k_diffusion_scheduler": sorted(sd_samplers_kdiffusion.k_diffusion_scheduler),
         "api_samplers": api.get_samplers(),
-        "api_schedulers": [{k: v for k, v in s.items() if k != "need_inner_model"} for s in api.get_schedulers()],
+        "api_schedulers": [
+            {k: v for k, v in s.items() if k != "need_inner_model"} for s in api.get_schedulers()
+        ],
         "script_titles": [c().title() for c in script_classes],
-        "resolved": list(sd_samplers.get_sampler_and_scheduler("LCM Exact", "LCM Grid", convert_automatic=False)),
-        "parsed_infotext": {k: str(v) for k, v in infotext_utils.parse_generation_parameters(
-            "a fox\nSteps: 4, Sampler: LCM Exact, Schedule type: LCM Grid, CFG scale: 1.5, Seed: 7, "
-            "LCM gamma: 0.3, LCM original steps: 50").items()},  # fmt: skip
+        "resolved": list(
+            sd_samplers.get_sampler_and_scheduler("LCM Exact", "LCM Grid", convert_automatic=False)
+        ),
+        "parsed_infotext": {
+            k: str(v)
+            for k, v in infotext_utils.parse_generation_parameters(
+                "a fox\nSteps: 4, Sampler: LCM Exact, Schedule type: LCM Grid, CFG scale: 1.5, Seed: 7, "
+                "LCM gamma: 0.3, LCM original steps: 50"
+            ).items()
+        },  # fmt: skip
     }
     results, errors = {}, {}
     for case in cases:
@@ -138,6 +152,10 @@ def main() -> None:
         except ValueError as err:
             errors[case["name"]] = str(err)
     lists["infotext"] = {c["name"]: c.get("infotext", {}) for c in cases}
+    # "LCM Grid" picked for another sampler: the schedule Forge's own Euler would walk
+    euler = sd_samplers.create_sampler("Euler", shared.sd_model)
+    p = processing({"seed": 0, "scheduler": "LCM Grid"}, 4)
+    lists["euler_lcm_grid_sigmas"] = euler.get_sigmas(p, 4).tolist()
     save_file(results, os.path.join(WORK, "results.safetensors"))
     json.dump(lists, open(os.path.join(WORK, "lists.json"), "w"), indent=1, default=str)
     json.dump(errors, open(os.path.join(WORK, "errors.json"), "w"), indent=1)
