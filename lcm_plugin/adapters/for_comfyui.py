@@ -57,6 +57,7 @@ _COMFY_UP_DOWN = (
     (".lora_B.default.weight", ".lora_A.default.weight"),
 )
 _SHOWN = 3  # key names quoted in an error message
+_FLAT_TE_ROOTS = ("encoder.", "embeddings.", "final_layer_norm")
 
 
 @dataclass
@@ -127,14 +128,32 @@ def load_lora_for_comfyui(path: str | os.PathLike, *, arch: str | None, model_na
         tensors, metadata = load_tensors(path)
     except (OSError, SafetensorError) as err:
         raise ValueError(f"{name} is corrupt ({err}); download or copy it again") from err
-    if parsed.format in COMFY_NATIVE_FORMATS:
+    flat_te = [n for n in parsed.modules if _text_model_path(n) != n]
+    if parsed.format in COMFY_NATIVE_FORMATS and not flat_te:
         return ComfyLora(tensors, parsed.format, False, guess, len(parsed.modules))
     target = arch or guess.name
     adapter = adapter_from_state_dict(tensors, metadata, parsed)
+    if flat_te:
+        logger.info(
+            "%s: %d text-encoder modules named without text_model. (transformers 5)", name, len(flat_te)
+        )
+        adapter.modules = {_text_model_path(n): m for n, m in adapter.modules.items()}
     layout = resolve_layout(target) if target else "diffusers"
     converted, _ = to_kohya_state_dict(adapter, target or "sd15", layout)
     logger.info("%s: %s keys converted to kohya (%s names) for ComfyUI", name, parsed.format, layout)
     return ComfyLora(converted, parsed.format, True, guess, len(parsed.modules))
+
+
+def _text_model_path(name: str) -> str:
+    """``text_encoder.encoder.layers.0…`` -> ``text_encoder.text_model.encoder.layers.0…``.
+
+    transformers 5 dropped CLIPTextModel's ``text_model`` level, so LoRAs saved from it name CLIP modules
+    without it; ComfyUI (and kohya) only know the ``text_model.`` names.
+    """
+    comp, _, path = name.partition(".")
+    if comp.startswith("text_encoder") and path.startswith(_FLAT_TE_ROOTS):
+        return f"{comp}.text_model.{path}"
+    return name
 
 
 def comfy_unloaded_keys(lora_keys: Iterable[str], key_map_names: Iterable[str]) -> set[str]:

@@ -77,12 +77,15 @@ def save_raw_peft_lora(peft_sd: dict[str, torch.Tensor], path: Path) -> Path:
     return path
 
 
-def kohya_tensors(peft_sd: dict[str, torch.Tensor], alpha: float | None) -> dict[str, torch.Tensor]:
-    """kohya names for a peft UNet LoRA, written by hand (SD1.x kohya uses diffusers module paths)."""
+def kohya_tensors(
+    peft_sd: dict[str, torch.Tensor], alpha: float | None, prefix: str = "lora_unet_"
+) -> dict[str, torch.Tensor]:
+    """kohya names for a peft LoRA, written by hand (SD1.x kohya uses diffusers module paths; ``lora_te_`` for
+    a CLIP text encoder's ``text_model.…`` paths)."""
     out: dict[str, torch.Tensor] = {}
     for key, value in peft_sd.items():
         module, kind = key.rsplit(".lora_", 1)
-        name = "lora_unet_" + module.replace(".", "_")
+        name = prefix + module.replace(".", "_")
         out[f"{name}.lora_down.weight" if kind.startswith("A") else f"{name}.lora_up.weight"] = value
         if alpha is not None:
             out[f"{name}.alpha"] = torch.tensor(alpha)

@@ -230,3 +230,22 @@ def test_modules_that_do_not_fit_their_weight_are_refused(lora, comfy):
 def test_loadable_key_map_keeps_only_weights_the_model_has():
     key_map = {"a": "w.a", "b": "w.b", "c": ("w.c", (0, 0, 4)), "d": ("w.missing", (0, 0, 4))}
     assert loadable_key_map(key_map, {"w.a": (1,), "w.c": (4,)}) == {"a": "w.a", "c": "w.c"}
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "text_encoder.encoder.layers.0.self_attn.q_proj.lora_{}.weight",
+        "lora_te_encoder_layers_0_self_attn_q_proj.lora_{}.weight",
+    ],
+)
+def test_text_encoder_names_without_text_model_get_it_back(tmp_path, lora, key):
+    # transformers 5's CLIPTextModel has no text_model level, so LoRAs saved from it lack it; ComfyUI needs it.
+    sd, _ = lora
+    down, up = ("A", "B") if "lora_{}" in key and key.startswith("text_encoder") else ("down", "up")
+    te = {key.format(down): torch.zeros(RANK, 768), key.format(up): torch.ones(768, RANK)}
+    save_file(kohya_tensors(sd, ALPHA) | te, tmp_path / "te.safetensors")
+    got = load_lora_for_comfyui(tmp_path / "te.safetensors", arch="sd15")
+    name = "lora_te_text_model_encoder_layers_0_self_attn_q_proj"
+    assert torch.equal(got.state_dict[f"{name}.lora_up.weight"], te[key.format(up)])
+    assert not any(k.startswith("lora_te_encoder") for k in got.state_dict)
