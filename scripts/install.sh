@@ -49,6 +49,13 @@ if [ "$mode" = "--tests" ]; then
   else
     echo "install.sh: no ComfyUI checkout at $comfyui (set LCM_PLUGIN_COMFYUI_PATH); its tests will skip" >&2
   fi
+
+  # --- A1111/Forge test bed (tests/forge) -------------------------------------------------------------------------
+  # Forge runs in a venv of its own (.cache/forge-venv, its 2024 pins relaxed as recorded in tests/forge/forge_env.py),
+  # built once and reused while the pins are unchanged; only when a Forge checkout is found (LCM_PLUGIN_FORGE_PATH,
+  # else ../shared/forge/stable-diffusion-webui-forge). ~4 minutes the first time.
+  python -m tests.forge.forge_env
+  # --- end A1111/Forge ---------------------------------------------------------------------------------------------
 else
   pip_install "torch==2.13.0"
   pip_install -e ".[all]"
