@@ -233,19 +233,20 @@ def test_loadable_key_map_keeps_only_weights_the_model_has():
 
 
 @pytest.mark.parametrize(
-    "key",
+    "module, down, up",
     [
-        "text_encoder.encoder.layers.0.self_attn.q_proj.lora_{}.weight",
-        "lora_te_encoder_layers_0_self_attn_q_proj.lora_{}.weight",
+        ("text_encoder.encoder.layers.0.self_attn.q_proj", "lora_A", "lora_B"),  # diffusers file
+        ("lora_te_encoder_layers_0_self_attn_q_proj", "lora_down", "lora_up"),  # kohya names of the same
     ],
 )
-def test_text_encoder_names_without_text_model_get_it_back(tmp_path, lora, key):
+def test_text_encoder_names_without_text_model_get_it_back(tmp_path, lora, module, down, up):
     # transformers 5's CLIPTextModel has no text_model level, so LoRAs saved from it lack it; ComfyUI needs it.
     sd, _ = lora
-    down, up = ("A", "B") if "lora_{}" in key and key.startswith("text_encoder") else ("down", "up")
-    te = {key.format(down): torch.zeros(RANK, 768), key.format(up): torch.ones(768, RANK)}
+    te = {f"{module}.{down}.weight": torch.zeros(RANK, 768), f"{module}.{up}.weight": torch.ones(768, RANK)}
     save_file(kohya_tensors(sd, ALPHA) | te, tmp_path / "te.safetensors")
     got = load_lora_for_comfyui(tmp_path / "te.safetensors", arch="sd15")
     name = "lora_te_text_model_encoder_layers_0_self_attn_q_proj"
-    assert torch.equal(got.state_dict[f"{name}.lora_up.weight"], te[key.format(up)])
+    assert got.converted and torch.equal(
+        got.state_dict[f"{name}.lora_up.weight"], te[f"{module}.{up}.weight"]
+    )
     assert not any(k.startswith("lora_te_encoder") for k in got.state_dict)
