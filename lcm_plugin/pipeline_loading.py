@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from lcm_plugin.adapters.safetensors_io import read_header
+from lcm_plugin.adapters.safetensors_io import read_header, sniff_pickle
 from lcm_plugin.commands.checks import check_single_file_suffix, summarise_message
 
 logger = logging.getLogger(__name__)
@@ -44,9 +44,11 @@ def check_single_file(path: str | os.PathLike) -> None:
     try:
         header = read_header(p)
     except ValueError as err:
-        raise ValueError(
-            f"single-file checkpoint {p} cannot be read: {err}. Download or export it again."
-        ) from err
+        with p.open("rb") as fh:
+            is_pickle = sniff_pickle(fh.read(8)) is not None  # then the message says how to convert it
+        reason = str(err).removesuffix("; download it again")
+        again = "" if is_pickle else " Download or export it again."
+        raise ValueError(f"single-file checkpoint {p} cannot be read: {reason}.{again}") from err
     if not any(k.startswith(UNET_PREFIX) for k in header.tensors):
         raise ValueError(
             f"{p} has no {UNET_PREFIX}* weights, so it is not a full SD single-file checkpoint (a LoRA or VAE only?). "
@@ -76,8 +78,10 @@ def _check_pipeline_folder(folder: Path, what: str) -> None:
 
 def _load_error(what: str, err: Exception, advice: str) -> ValueError:
     first = summarise_message(str(err) or type(err).__name__)
-    if len(first) > 400:
-        first = first[:400] + " ..."
+    if len(first) > 200:  # keep the library's first sentence, not its advice (e.g. ignore_mismatched_sizes)
+        first = first.split(". ", 1)[0]
+    if len(first) > 300:
+        first = first[:300] + " ..."
     return ValueError(f"{what} could not be loaded ({type(err).__name__}: {first}); {advice}")
 
 
@@ -175,16 +179,15 @@ def _quiet_diffusers():
         lib.setLevel(level)
 
 
-def load_lora(pipe, path: str | os.PathLike, *, adapter_name: str | None = None) -> None:
-    """``pipe.load_lora_weights`` for a ``.safetensors`` LoRA file, with one-line errors.
+def lora_file(path: str | os.PathLike) -> Path:
+    """The ``.safetensors`` LoRA file ``path`` stands for, its header checked (pickles, truncated, foreign files).
 
-    A folder stands for its ``pytorch_lora_weights.safetensors`` (as in diffusers; the trainer's output folder), else
-    for its only ``.safetensors`` file.
+    A folder stands for its ``pytorch_lora_weights.safetensors`` (as in diffusers; the trainer's output folder),
+    else for its only ``.safetensors`` file.
 
     Raises:
         FileNotFoundError: no file at ``path`` (or no .safetensors file in the folder).
-        ValueError: a pickle or damaged file, or a LoRA for another architecture (the message counts the
-            mismatched weights instead of listing them).
+        ValueError: a folder of several candidates, or a file that is not a readable safetensors LoRA.
     """
     p = Path(path)
     if p.is_dir():
@@ -202,9 +205,21 @@ def load_lora(pipe, path: str | os.PathLike, *, adapter_name: str | None = None)
     elif not p.is_file():
         raise FileNotFoundError(f"LoRA {p} does not exist.")
     try:
-        read_header(p)  # pickles, truncated and foreign files fail here with a clear message
+        read_header(p)
     except ValueError as err:
         raise ValueError(f"LoRA {p} cannot be read: {err}") from err
+    return p
+
+
+def load_lora(pipe, path: str | os.PathLike, *, adapter_name: str | None = None) -> None:
+    """``pipe.load_lora_weights`` for the LoRA file ``path`` stands for (see :func:`lora_file`), one-line errors.
+
+    Raises:
+        FileNotFoundError: see :func:`lora_file`.
+        ValueError: a pickle or damaged file, or a LoRA for another architecture (the message counts the
+            mismatched weights instead of listing them).
+    """
+    p = lora_file(path)
     kw = {} if adapter_name is None else {"adapter_name": adapter_name}
     try:
         with _quiet_diffusers():

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 OUTPUT_KINDS = ("file", "folder")
+_NAME_MAX = 255  # bytes per path component on ext4, xfs, btrfs, APFS and NTFS
 _MAX_LINES = 4  # an error message longer than this is summarised (size-mismatch lists run to ~220 lines)
 
 
@@ -20,8 +21,8 @@ def check_writable_output(path: str | os.PathLike, kind: str, *, flag: str = "ou
                           suffixes: tuple[str, ...] = ()) -> Path:  # fmt: skip
     """Fail now if ``path`` cannot be written later as a ``kind`` ("file" or "folder"); nothing is left behind.
 
-    Refused: an empty path; a file path that is a folder (or ends in a separator); a folder path that is a file;
-    a path under a file; a name longer than the file system allows; a path whose nearest existing folder does not
+    Refused: an empty path; a name longer than 255 bytes; a file path that is a folder (or ends in a separator);
+    a folder path that is a file; a path under a file; a path whose nearest existing folder does not
     accept new entries (probed by creating and removing a hidden temporary folder there, which also holds for
     root, read-only mounts and /proc-like file systems, where ``os.access`` is not reliable); a file name whose
     suffix is not one of ``suffixes`` (lower-case, with the dot), when given.
@@ -46,38 +47,16 @@ def check_writable_output(path: str | os.PathLike, kind: str, *, flag: str = "ou
     if "\0" in text:
         raise ValueError(f"{flag} {text!r} contains a NUL character; give a plain {kind} path.")
     p = Path(text)
-    if kind == "file":
-        if p.is_dir() or text.endswith(("/", os.sep)):
-            example = p / ("out" + (suffixes[0] if suffixes else ""))
-            raise ValueError(f"{flag} {p} is a folder; give a file name inside it, e.g. {example}.")
-        if suffixes and p.suffix.lower() not in suffixes:
+    for part in p.parts:  # first: stat() itself fails on an over-long name
+        if len(os.fsencode(part)) > _NAME_MAX:
             raise ValueError(
-                f"{flag} {p} must end in {' or '.join(suffixes)} (the format written), e.g. {p.with_suffix(suffixes[0])}."
+                f"{flag}: the name {part[:40]}... is {len(os.fsencode(part))} bytes long; file systems allow "
+                f"{_NAME_MAX}; choose a shorter name."
             )
-    elif p.exists() and not p.is_dir():
-        raise ValueError(
-            f"{flag} {p} is a file, not a folder; give a folder path (it is created if missing)."
-        )
-    folder = p if kind == "folder" else p.parent
-    missing: list[str] = []
-    anchor = folder
-    while not anchor.exists() and not anchor.is_symlink() and anchor != anchor.parent:
-        missing.append(anchor.name)
-        anchor = anchor.parent
-    if not anchor.is_dir():
-        raise ValueError(
-            f"{flag} {p} cannot be created: {anchor} is a file, not a folder; choose another path."
-        )
     try:
-        name_max = os.pathconf(anchor, "PC_NAME_MAX")
-    except (OSError, ValueError, AttributeError):
-        name_max = 255
-    for name in missing + ([p.name] if kind == "file" else []):
-        if len(os.fsencode(name)) > name_max:
-            raise ValueError(
-                f"{flag}: the name {name[:40]}... is {len(os.fsencode(name))} bytes long; this file system allows "
-                f"{name_max}; choose a shorter name."
-            )
+        anchor = _check_kind_and_anchor(p, text, kind, flag, suffixes)
+    except OSError as err:  # e.g. a component that is a file, a loop of links, a permission-denied parent
+        raise ValueError(f"{flag} {p} cannot be used ({err.strerror}); choose another path.") from None
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".lcm-plugin-write-check-", dir=anchor))
     except OSError as err:
@@ -86,6 +65,31 @@ def check_writable_output(path: str | os.PathLike, kind: str, *, flag: str = "ou
             "choose a folder you can write to."
         ) from None
     return p
+
+
+def _check_kind_and_anchor(p: Path, text: str, kind: str, flag: str, suffixes: tuple[str, ...]) -> Path:
+    """The nearest existing folder above (or at) the output, after the kind and suffix checks."""
+    if kind == "file":
+        if p.is_dir() or text.endswith(("/", os.sep)):
+            example = p / ("out" + (suffixes[0] if suffixes else ""))
+            raise ValueError(f"{flag} {p} is a folder; give a file name inside it, e.g. {example}.")
+        if suffixes and p.suffix.lower() not in suffixes:
+            raise ValueError(
+                f"{flag} {p} must end in {' or '.join(suffixes)} (the format written), "
+                f"e.g. {p.with_suffix(suffixes[0])}."
+            )
+    elif p.exists() and not p.is_dir():
+        raise ValueError(
+            f"{flag} {p} is a file, not a folder; give a folder path (it is created if missing)."
+        )
+    anchor = p if kind == "folder" else p.parent
+    while not anchor.exists() and not anchor.is_symlink() and anchor != anchor.parent:
+        anchor = anchor.parent
+    if not anchor.is_dir():
+        raise ValueError(
+            f"{flag} {p} cannot be created: {anchor} is a file, not a folder; choose another path."
+        )
+    return anchor
 
 
 def check_input_path(path: str | os.PathLike, what: str, *, kind: str | None = None, hint: str = "") -> Path:

@@ -139,14 +139,15 @@ def _generate(args: argparse.Namespace) -> int:
     from lcm_plugin.adapters.inspection import distillation_grid_size
     from lcm_plugin.diffusers_scheduler import LCMPluginScheduler
     from lcm_plugin.images import save_grid
-    from lcm_plugin.pipeline_loading import load_lora, load_pipeline
+    from lcm_plugin.pipeline_loading import load_lora, load_pipeline, lora_file
 
-    grid = distillation_grid_size(args.lora) if args.lora else None  # our adapters record their grid
+    lora = lora_file(args.lora) if args.lora else None  # header checked before the model loads
+    grid = distillation_grid_size(lora) if lora else None  # our adapters record their grid
     pipe = load_pipeline(args.model, single_file_config=args.single_file_config, keep_safety_checker=True)
     extra = {} if grid is None else {"original_inference_steps": grid}
     pipe.scheduler = LCMPluginScheduler.from_config(pipe.scheduler.config, gamma=args.gamma, **extra)
-    if args.lora:
-        load_lora(pipe, args.lora)
+    if lora:
+        load_lora(pipe, lora)
     pipe.set_progress_bar_config(disable=False)
     size = {} if args.size is None else {"height": args.size, "width": args.size}
     # the scheduler checks explicit timesteps (order, range, grid) when the pipeline hands them over
