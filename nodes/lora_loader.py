@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import comfy.lora
+import comfy.model_management
 import comfy.utils
 import folder_paths
 from comfy_api.latest import io
@@ -20,15 +21,19 @@ from .common import CATEGORY, NODE_ID_PREFIX
 
 
 def _lora_path(lora_name: str, arch: str | None) -> Path:
-    """The file behind a picker value; a ``[download]`` value is installed first, with ComfyUI's progress bar."""
+    """The file behind a picker value; a ``[download]`` value is installed first, with ComfyUI's progress bar
+    (a cancelled prompt stops the download and leaves nothing behind)."""
     choice = lora_sources.parse_choice(lora_name)
     folders = folder_paths.get_folder_paths("loras")
     if choice.kind == "file":
         return lora_sources.find_in_folders(choice.name, folders)
     bar = comfy.utils.ProgressBar(choice.adapter.size or 1)
-    return lora_sources.ensure_adapter(
-        choice.adapter, folders, arch=arch, on_progress=lambda done, total: bar.update_absolute(done, total)
-    )
+
+    def progress(done: int, total: int | None) -> None:
+        comfy.model_management.throw_exception_if_processing_interrupted()  # the UI's Cancel stops a download
+        bar.update_absolute(done, total)
+
+    return lora_sources.ensure_adapter(choice.adapter, folders, arch=arch, on_progress=progress)
 
 
 class LCMPluginLoraLoader(io.ComfyNode):

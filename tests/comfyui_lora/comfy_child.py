@@ -2,7 +2,8 @@
 
 Usage: ``python comfy_child.py SPEC.json`` (run by test_real_comfyui.py in a subprocess; ComfyUI is never
 imported into pytest). SPEC: ``{"comfyui", "base", "pack", "out", "cases": [...]}``; each case is
-``{"id", "lora_name", "node": "ours"|"stock", "strength_model"}``. The MODEL is a random one-level
+``{"id", "lora_name", "node": "ours"|"stock", "strength_model", "interrupt"}`` (``interrupt``: the UI's
+Cancel was pressed before the node ran). The MODEL is a random one-level
 SD1.5-shaped UNet (320 channels, 768 context; ComfyUI detects it as SD15), built from ComfyUI's own UNet
 class and loaded through ``comfy.sd.load_diffusion_model_state_dict``.
 
@@ -85,6 +86,7 @@ def main() -> None:
     spec = json.loads(Path(sys.argv[1]).read_text())
     nodes = _start_comfyui(spec)
     import comfy.lora
+    import comfy.model_management
     import comfy.utils
     import folder_paths
     from safetensors.torch import save_file
@@ -115,6 +117,7 @@ def main() -> None:
         not_loaded.clear()
         progress.clear()
         res = {"id": case["id"], "ok": False}
+        comfy.model_management.interrupt_current_processing(case.get("interrupt", False))  # the UI's Cancel
         try:
             if case.get("node", "ours") == "stock":
                 patched_model = nodes.LoraLoader().load_lora(

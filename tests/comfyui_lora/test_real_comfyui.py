@@ -5,7 +5,8 @@ kohya and diffusers give bit-identical patched weights, equal to ComfyUI's stock
 and to W + (alpha / rank) * B @ A; the stock loader skips the diffusers file's attention keys exactly as
 ``for_comfyui.comfy_unloaded_keys`` predicts; a registry download (from a loopback server, sha256 registered
 through LCM_PLUGIN_ADAPTERS_FILE) lands in ``loras`` with ComfyUI progress-bar updates and is reused without a
-second request; each bad input fails with its message and leaves nothing in ``loras``.
+second request; a download cancelled from the UI and each bad input fail with their message and leave
+nothing in ``loras``.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ CASES = [
     ("peft", "lcm_peft.safetensors", "ours"),
     ("stock_kohya", "lcm_kohya.safetensors", "stock"),
     ("stock_diffusers", "lcm_diffusers.safetensors", "stock"),
+    ("cancelled", "[download] tiny-lcm-lora-sd15", "ours"),
     ("download", "[download] tiny-lcm-lora-sd15", "ours"),
     ("download_again", "[download] tiny-lcm-lora-sd15", "ours"),
     ("other_arch", "lcm_sdxl.safetensors", "ours"),
@@ -72,6 +74,7 @@ CASES = [
     ("partial", "two_levels.safetensors", "ours"),
 ]
 ERRORS = {
+    "cancelled": r"InterruptProcessingException: $",
     "other_arch": r"ValueError: lcm_sdxl.safetensors is a LoRA for Stable Diffusion XL \(.*\), but the MODEL is "
     r"Stable Diffusion 1.x \(SD15\); pick a LoRA made for Stable Diffusion 1.x",
     "other_arch_download": r"ValueError: lcm-lora-sdxl is for Stable Diffusion XL, but the MODEL is Stable "
@@ -139,7 +142,9 @@ def comfy_run(tmp_path_factory, lora):
             "base": str(base),
             "pack": str(base / "custom_nodes" / "lcm-plugin"),
             "out": str(out),
-            "cases": [{"id": i, "lora_name": n, "node": node} for i, n, node in CASES],
+            "cases": [
+                {"id": i, "lora_name": n, "node": node, "interrupt": i == "cancelled"} for i, n, node in CASES
+            ],
         }
         (base / "spec.json").write_text(json.dumps(spec))
         env = dict(
@@ -218,7 +223,8 @@ def test_registry_download_lands_in_loras_with_progress_and_is_reused(comfy_run)
     assert len(res["download"]["progress"]) >= 2
     assert res["download_again"]["ok"] and res["download_again"]["progress"] == []
     gets = [r for r in comfy_run["requests"] if r[0] == "GET" and r[1] == f"/{REPO}/resolve/main/{FILE}"]
-    assert len(gets) == 1  # the second run found the installed file
+    assert len(gets) == 2  # cancelled at its first chunk, then once; the third run found the installed file
+    assert res["cancelled"]["progress"] == []
     assert not any("lcm-latent-consistency" in r[1] or "lcm-lora-sdxl" in r[1] for r in comfy_run["requests"])
 
 
