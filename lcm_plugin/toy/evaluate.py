@@ -3,7 +3,8 @@
 A :class:`Sampler` is (name, scheduler factory, guidance, steps, optional LoRA). The same function evaluates
 the teacher under DDIM/DPM-Solver++/Euler and an LCM-LoRA under the LCM scheduler, with the same prompts,
 the same initial noise (one seeded generator per sample) and the same real reference set, so rows compare.
-Metrics (FD/KID in the judge's features, adherence from its heads) are computed with torchmetrics.
+Metrics: FD in the judge's features (torchmetrics), KID in the same features on prompt-disjoint subsets
+(:func:`lcm_plugin.toy.judge.kid`; same-prompt pairs bias torchmetrics' KID negative), adherence from its heads.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import torch
 
 from lcm_plugin.toy import world
-from lcm_plugin.toy.judge import Judge, JudgeFeatures, adherence
+from lcm_plugin.toy.judge import Judge, JudgeFeatures, adherence, kid
 from lcm_plugin.toy.judge_train import real_images
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,9 @@ class EvalConfig:
     n_samples: int = 128
     batch: int = 128
     seed: int = 0
-    kid_subset: int = 50
+    kid_subset: int = (
+        50  # images per KID subset, capped at n_samples // 2 (real and generated halves: other prompts)
+    )
     split: str = "test"  # "val" for choosing settings/checkpoints, so the test rows stay unbiased
 
     def __post_init__(self) -> None:
@@ -84,8 +87,10 @@ class EvalConfig:
             raise ValueError(
                 f"split must be 'test' (the reported tables) or 'val' (model selection), got {self.split!r}"
             )
-        if self.n_samples < 2:
-            raise ValueError(f"n_samples must be >= 2 (FD needs a covariance), got {self.n_samples}")
+        if self.n_samples < 4:
+            raise ValueError(
+                f"n_samples must be >= 4 (FD needs a covariance, KID two prompt-disjoint halves), got {self.n_samples}"
+            )
         if self.batch < 1:
             raise ValueError(f"batch must be >= 1, got {self.batch}")
         if self.kid_subset < 2:
@@ -175,28 +180,25 @@ def lcm_sampler(
 
 
 class _Metrics:
-    """FD and KID against a fixed real set (its features computed once)."""
+    """FD (torchmetrics) and KID (:func:`lcm_plugin.toy.judge.kid`, prompt-disjoint subsets) against a fixed real
+    set, whose features are computed once. Generated images must come in the real set's prompt order."""
 
-    def __init__(self, judge: Judge, real: torch.Tensor, kid_subset: int) -> None:
+    def __init__(self, judge: Judge, real: torch.Tensor, kid_subset: int, seed: int = 0) -> None:
         from torchmetrics.image.fid import FrechetInceptionDistance
-        from torchmetrics.image.kid import KernelInceptionDistance
 
-        feats = JudgeFeatures(judge)
-        self.fid = FrechetInceptionDistance(feature=feats, reset_real_features=False, normalize=True)
-        self.kid = KernelInceptionDistance(
-            feature=feats, reset_real_features=False, normalize=True, subset_size=min(kid_subset, len(real))
-        )
+        self.features = JudgeFeatures(judge)
+        self.fid = FrechetInceptionDistance(feature=self.features, reset_real_features=False, normalize=True)
         self.fid.update(real, real=True)
-        self.kid.update(real, real=True)
+        with torch.no_grad():
+            self.real_features = self.features(real)
+        self.kid_subset, self.seed = kid_subset, seed
 
     @torch.no_grad()
     def __call__(self, fake: torch.Tensor) -> tuple[float, float, float]:
         self.fid.reset()
-        self.kid.reset()
         self.fid.update(fake, real=False)
-        self.kid.update(fake, real=False)
-        kid_mean, kid_std = self.kid.compute()
-        return float(self.fid.compute()), float(kid_mean), float(kid_std)
+        kid_mean, kid_std = kid(self.real_features, self.features(fake), self.kid_subset, seed=self.seed)
+        return float(self.fid.compute()), kid_mean, kid_std
 
 
 @torch.no_grad()

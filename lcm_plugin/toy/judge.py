@@ -83,6 +83,37 @@ class JudgeFeatures(nn.Module):
         return (self.judge.features(images) / self.judge.feature_scale).double()
 
 
+def kid(real_features: torch.Tensor, fake_features: torch.Tensor, subset_size: int = 50, subsets: int = 100,
+        seed: int = 0) -> tuple[float, float]:  # fmt: skip
+    """Kernel Inception Distance (Binkowski et al. 2018, "Demystifying MMD GANs", section 4): the unbiased MMD^2
+    of the cubic kernel k(a, b) = (a.b / d + 1)^3 (torchmetrics' ``poly_mmd``), mean and std over random subsets.
+
+    Row i of both feature sets must come from prompt i (the harness pairs real and generated images so). Each subset
+    takes its real rows and its generated rows from *disjoint* prompts: the estimator assumes two independent
+    samples, and a real and a generated image of one prompt are not independent. torchmetrics' KID draws the two
+    subsets independently, so about subset_size^2 / n same-prompt pairs enter its cross term and bias it negative
+    (real vs re-rendered real: -2259e-3 at n = 16; BENCHMARKS.md, toy world). ``subset_size`` is capped at n // 2.
+
+    Raises:
+        ValueError: the sets differ in size or have fewer than 4 rows (two disjoint subsets of >= 2).
+    """
+    from torchmetrics.image.kid import poly_mmd
+
+    n = len(real_features)
+    if len(fake_features) != n or n < 4:
+        raise ValueError(
+            f"KID needs two paired feature sets of the same size >= 4, got {n} and {len(fake_features)}"
+        )
+    m = min(subset_size, n // 2)
+    gen = torch.Generator().manual_seed(seed)
+    scores = []
+    for _ in range(subsets):
+        perm = torch.randperm(n, generator=gen)
+        scores.append(poly_mmd(real_features[perm[:m]], fake_features[perm[m : 2 * m]]))
+    values = torch.stack(scores).double()
+    return float(values.mean()), float(values.std(unbiased=False))
+
+
 def save_judge(judge: Judge, path: str | os.PathLike, extra: dict | None = None) -> None:
     """Write the judge's weights to a safetensors file (atomically), with its format in the metadata."""
     from safetensors.torch import save_file
