@@ -126,7 +126,9 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
     if unknown:
         raise ValueError(f"unknown sampler(s) {unknown}; use any of {','.join(SAMPLER_NAMES)}")
     if args.lcm_full and args.lcm_lora is not None:
-        raise ValueError("give either --lcm-lora (an adapter on --model) or --lcm-full (--model is an LCM), not both")
+        raise ValueError(
+            "give either --lcm-lora (an adapter on --model) or --lcm-full (--model is an LCM), not both"
+        )
     if not names and args.lcm_lora is None and not args.lcm_full:
         raise ValueError("nothing to evaluate: give --samplers, --lcm-lora or --lcm-full")
     if args.lcm_lora is not None and not args.lcm_lora.exists():

@@ -109,12 +109,16 @@ def test_pickle_served_as_an_adapter_is_refused(tmp_path, server):
     pickle_bytes = b"\x80\x04\x95" + b"\x00" * 64
     url = server.add("/evil.safetensors", pickle_bytes)
     for arch in ("sd15", None):  # the content is checked with and without --for
-        with pytest.raises(ValueError, match=rf"{url} is a Python pickle.*refusing to unpickle.*nothing was installed"):
+        with pytest.raises(
+            ValueError, match=rf"{url} is a Python pickle.*refusing to unpickle.*nothing was installed"
+        ):
             download_adapter(url, tmp_path, expect_arch=arch, progress=False)
         assert leftovers(tmp_path) == []
     # a pickle name is refused before any byte is fetched (hosts would load it by its suffix)
     ckpt = server.add("/evil.ckpt", pickle_bytes)
-    with pytest.raises(ValueError, match=r"'evil.ckpt' \(taken from .*\) does not end in .safetensors.*--name"):
+    with pytest.raises(
+        ValueError, match=r"'evil.ckpt' \(taken from .*\) does not end in .safetensors.*--name"
+    ):
         download_adapter(ckpt, tmp_path, progress=False)
     assert ("GET", "/evil.ckpt", None) not in server.requests and leftovers(tmp_path) == []
 
@@ -208,6 +212,8 @@ def test_toy_adapter_is_listed_and_installed_when_present(tmp_path, monkeypatch)
 def test_truncated_safetensors_from_a_url_is_refused_even_without_checksum(tmp_path, server):
     url = server.add("/a.safetensors", lora_bytes(768)[:-10])
     # the message names the URL, not the hidden .part file (deleted by then)
-    with pytest.raises(ValueError, match=rf"^{url} is truncated: tensors need \d+ bytes.*nothing was installed"):
+    with pytest.raises(
+        ValueError, match=rf"^{url} is truncated: tensors need \d+ bytes.*nothing was installed"
+    ):
         download_url(url, tmp_path / "a.safetensors", progress=False)
     assert leftovers(tmp_path) == []

@@ -26,11 +26,28 @@ def test_generate_from_a_saved_pipeline(tmp_path, capsys):
 
     tok = tmp_path / "tok"
     tok.mkdir()
-    pipe = tiny_sd_pipeline(tok, DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012))
+    pipe = tiny_sd_pipeline(
+        tok, DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    )
     pipe.save_pretrained(tmp_path / "model")
     out = tmp_path / "grid.png"
-    code = main(["generate", "--model", str(tmp_path / "model"), "--prompt", "a red circle", "--prompt", "a blue square",
-                 "--steps", "2", "--size", "32", "--out", str(out)])
+    code = main(
+        [
+            "generate",
+            "--model",
+            str(tmp_path / "model"),
+            "--prompt",
+            "a red circle",
+            "--prompt",
+            "a blue square",
+            "--steps",
+            "2",
+            "--size",
+            "32",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     assert Image.open(out).size == (64, 32)
     assert "2 LCM steps" in capsys.readouterr().out
@@ -42,7 +59,9 @@ def test_generate_at_explicit_timesteps(tmp_path, capsys, monkeypatch):
 
     tok = tmp_path / "tok"
     tok.mkdir()
-    pipe = tiny_sd_pipeline(tok, DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012))
+    pipe = tiny_sd_pipeline(
+        tok, DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    )
     pipe.save_pretrained(tmp_path / "model")
     seen = []
     original = LCMPluginScheduler.set_timesteps
@@ -87,7 +106,8 @@ def test_generate_loads_our_own_single_file_checkpoint_offline(tmp_path, capsys,
     argv = ["generate", "--model", str(ckpt), "--single-file-config", str(folder), *common]
     assert main([*argv, "--out", str(tmp_path / "b.png")]) == 0
     a, b = (np.asarray(Image.open(tmp_path / f"{n}.png")) for n in "ab")
-    assert a.shape == (RES, RES, 3) and np.array_equal(a, b)  # the file holds the folder's weights bit for bit
+    # the file holds the folder's weights bit for bit
+    assert a.shape == (RES, RES, 3) and np.array_equal(a, b)
     capsys.readouterr()
     assert main(["generate", "--model", str(ckpt), *common, "--out", str(tmp_path / "c.png")]) == 1
     assert "pass single_file_config (--single-file-config DIR)" in capsys.readouterr().err
@@ -99,7 +119,9 @@ def test_generate_threads_flag(tmp_path, monkeypatch):
 
     tok = tmp_path / "tok"
     tok.mkdir()
-    pipe = tiny_sd_pipeline(tok, DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012))
+    pipe = tiny_sd_pipeline(
+        tok, DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    )
     pipe.save_pretrained(tmp_path / "model")
     calls = []
     monkeypatch.setattr(torch, "set_num_threads", calls.append)

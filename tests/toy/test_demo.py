@@ -68,7 +68,10 @@ def test_demo_grid_shows_each_prompt_above_its_column(tmp_path):
 
     from lcm_plugin.toy.report import _wrap, image_grid
 
-    prompts = ["a large red circle in the center on a black background", "a blue cross above a green triangle"]
+    prompts = [
+        "a large red circle in the center on a black background",
+        "a blue cross above a green triangle",
+    ]
     rows = [("row", torch.zeros(2, 3, 32, 32))]
     out = image_grid(rows, tmp_path / "g.png", scale=3, column_titles=prompts)
     font = ImageFont.load_default(size=12)
