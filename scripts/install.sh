@@ -51,9 +51,9 @@ if [ "$mode" = "--tests" ]; then
   fi
 
   # --- A1111/Forge test bed (tests/forge) -------------------------------------------------------------------------
-  # Forge runs in a venv of its own (.cache/forge-venv, its 2024 pins relaxed as recorded in tests/forge/forge_env.py),
-  # built once and reused while the pins are unchanged; only when a Forge checkout is found (LCM_PLUGIN_FORGE_PATH,
-  # else ../shared/forge/stable-diffusion-webui-forge). ~4 minutes the first time.
+  # Forge runs in a venv of its own (~/.cache/lcm-plugin/forge-venv, or LCM_PLUGIN_FORGE_VENV; its 2024 pins relaxed as
+  # recorded in tests/forge/forge_env.py), built once and reused while the pins are unchanged; only when a Forge
+  # checkout is found (LCM_PLUGIN_FORGE_PATH, else ../shared/forge/stable-diffusion-webui-forge). ~4-6 min the first time.
   python -m tests.forge.forge_env
   # --- end A1111/Forge ---------------------------------------------------------------------------------------------
 else

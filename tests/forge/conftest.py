@@ -4,7 +4,7 @@ Forge is found as ``LCM_PLUGIN_FORGE_PATH``, else ``<repo>/../shared/forge/stabl
 skip with the reason when it is absent. It is never written into: everything runs in a temporary copy without its
 ``extensions-builtin`` (ControlNet & co. add ~10 s to every start and need packages Forge's requirements lack;
 no test uses them). Forge's venv is made by ``scripts/install.sh --tests`` (``tests/forge/forge_env.py``) or, if
-missing, here (~4 minutes; ``LCM_PLUGIN_FORGE_BUILD_VENV=0`` skips instead).
+missing, here (~4-6 minutes; ``LCM_PLUGIN_FORGE_BUILD_VENV=0`` skips instead).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def forge_python(forge_root) -> Path:
             pytest.skip(
                 f"Forge's venv is not built at {forge_env.venv_dir()}: run `python -m tests.forge.forge_env`"
             )
-        print(f"\nbuilding Forge's venv at {forge_env.venv_dir()} (~4 min, once)")
+        print(f"\nbuilding Forge's venv at {forge_env.venv_dir()} (~4-6 min, once)")
     return forge_env.ensure_venv(forge_root)
 
 

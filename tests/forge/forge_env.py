@@ -5,8 +5,9 @@ the project's test environment, so Forge runs in a venv of its own, made once an
 
     python -m tests.forge.forge_env          (scripts/install.sh --tests runs this when a Forge checkout is present)
 
-Location: ``LCM_PLUGIN_FORGE_VENV``, else ``<repo>/.cache/forge-venv`` (git-ignored). A stamp file records the
-exact requirement lines; a venv whose stamp differs (or that is half-built) is rebuilt from scratch.
+Location: ``LCM_PLUGIN_FORGE_VENV``, else ``${XDG_CACHE_HOME:-~/.cache}/lcm-plugin/forge-venv`` -- outside the
+clone, so CI's fresh clones on the same machine reuse it (~6 GB; building it takes ~4-6 minutes). A stamp file records
+the exact requirement lines; a venv whose stamp differs (or that is half-built) is rebuilt from scratch.
 
 Pins relaxed against Forge dfdcbab6's ``requirements_versions.txt`` (see ``RELAXED``), and why:
 - ``torch`` (unpinned there; its launcher would install 2.3.1 + cu121): torch 2.14.1 + torchvision 0.29.1, the pair
@@ -41,7 +42,10 @@ def forge_root() -> Path | None:
 
 
 def venv_dir() -> Path:
-    return Path(os.environ.get("LCM_PLUGIN_FORGE_VENV") or REPO / ".cache" / "forge-venv")
+    if os.environ.get("LCM_PLUGIN_FORGE_VENV"):
+        return Path(os.environ["LCM_PLUGIN_FORGE_VENV"])
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "lcm-plugin" / "forge-venv"
 
 
 def venv_python(venv: Path | None = None) -> Path:
@@ -78,7 +82,7 @@ def is_ready(root: Path, venv: Path | None = None) -> bool:
 
 
 def ensure_venv(root: Path, venv: Path | None = None) -> Path:
-    """Build (or reuse) Forge's venv; returns its python. Takes ~4 minutes the first time (pip, from PyPI)."""
+    """Build (or reuse) Forge's venv; returns its python. Takes ~4-6 minutes the first time (pip, from PyPI)."""
     venv = venv or venv_dir()
     if is_ready(root, venv):
         return venv_python(venv)
@@ -104,7 +108,7 @@ def main() -> int:
             "forge_env: no Forge checkout (set LCM_PLUGIN_FORGE_PATH); its tests will skip", file=sys.stderr
         )
         return 0
-    print(f"forge_env: Forge's venv at {venv_dir()} ({'reused' if is_ready(root) else 'building, ~4 min'})")
+    print(f"forge_env: Forge's venv at {venv_dir()} ({'reused' if is_ready(root) else 'building, ~4-6 min'})")
     print(f"forge_env: ready: {ensure_venv(root)}")
     return 0
 
