@@ -7,7 +7,7 @@ Cancel was pressed before the node ran). The MODEL is a random one-level
 SD1.5-shaped UNet (320 channels, 768 context; ComfyUI detects it as SD15), built from ComfyUI's own UNet
 class and loaded through ``comfy.sd.load_diffusion_model_state_dict``.
 
-Prints one JSON line: per case ``ok``, ``error`` (type and message), ``patched`` (weights patched),
+Prints one JSON line: ``object_info`` (the node's /object_info entry) and per case ``ok``, ``error`` (type and message), ``patched`` (weights patched),
 ``not_loaded`` (ComfyUI's own "lora key not loaded" log lines), ``predicted`` (what
 ``for_comfyui.comfy_unloaded_keys`` predicts for ComfyUI's full key map) and ``progress`` (ComfyUI progress
 bar updates). Patched weights go to ``out/<id>.safetensors``, the unpatched ones to ``out/base.safetensors``.
@@ -144,7 +144,8 @@ def main() -> None:
         res["progress"] = list(progress)
         results.append(res)
     save_file({k: base[k].contiguous() for k in base_keys}, str(out_dir / "base.safetensors"))
-    print(json.dumps({"results": results}))
+    info = loader.GET_NODE_INFO_V1()  # what /object_info serves for the node
+    print(json.dumps({"results": results, "object_info": json.loads(json.dumps(info, default=str))}))
 
 
 if __name__ == "__main__":

@@ -165,9 +165,11 @@ def comfy_run(tmp_path_factory, lora):
         )
         requests = list(server.requests)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    results = {r["id"]: r for r in json.loads(proc.stdout.strip().splitlines()[-1])["results"]}
+    reply = json.loads(proc.stdout.strip().splitlines()[-1])
+    results = {r["id"]: r for r in reply["results"]}
     return {
         "results": results,
+        "object_info": reply["object_info"],
         "out": out,
         "loras_before": placed,
         "loras_after": sorted(p.name for p in loras.iterdir()),
@@ -239,3 +241,22 @@ def test_bad_input_fails_with_its_message(comfy_run, case):
 
 def test_nothing_half_written_is_left_in_loras(comfy_run):
     assert comfy_run["loras_after"] == sorted([*comfy_run["loras_before"], "tiny-lcm-lora-sd15.safetensors"])
+
+
+def test_object_info_lists_files_and_downloads_with_a_tooltip_on_every_input(comfy_run):
+    info = comfy_run["object_info"]
+    assert (info["name"], info["display_name"], info["category"]) == (
+        "LCMPluginLoraLoader",
+        "LCM-LoRA Loader",
+        "sampling/lcm_plugin",
+    )
+    required, optional = info["input"]["required"], info["input"]["optional"]
+    assert list(required) == ["model", "lora_name", "strength_model", "strength_clip"] and list(optional) == [
+        "clip"
+    ]
+    assert all(spec[1].get("tooltip") for spec in [*required.values(), *optional.values()])
+    options = required["lora_name"][1]["options"]
+    files = comfy_run["loras_after"]  # read after the cases ran: the downloaded file is listed too
+    assert options[: len(files)] == files and "tiny-lcm-lora-sd15.safetensors" in files
+    assert "[download] lcm-lora-sd15" in options and "[download] tiny-lcm-lora-sd15" in options
+    assert info["output"] == ["MODEL", "CLIP"] and all(info["output_tooltips"])
