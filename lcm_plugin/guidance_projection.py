@@ -47,7 +47,9 @@ def read_guidance_projection(path: str | os.PathLike) -> torch.Tensor | None:
                 if key in keys:
                     return handle.get_tensor(key)
     except (SafetensorError, OSError) as err:
-        raise ValueError(f"{path.name} cannot be read as safetensors ({err}); download or export it again.") from err
+        raise ValueError(
+            f"{path.name} cannot be read as safetensors ({err}); download or export it again."
+        ) from err
     return None
 
 
@@ -64,7 +66,9 @@ def guidance_condition(
     as diffusers' ``LatentConsistencyModelPipeline`` does), embedded with :func:`core.guidance_scale_embedding`.
     """
     if projection.ndim != 2:
-        raise ValueError(f"a guidance projection is a 2-D linear weight, got shape {tuple(projection.shape)}.")
+        raise ValueError(
+            f"a guidance projection is a 2-D linear weight, got shape {tuple(projection.shape)}."
+        )
     if not 1.0 <= guidance_scale <= 30.0:
         raise ValueError(
             f"guidance_scale must be in [1, 30] for a full LCM (about 3-13 is typical; 8.5 is the default), "

@@ -18,16 +18,21 @@ from .common import MODEL_OPTIONS_KEY
 GRID_ATTRIBUTE = "lcm_plugin_original_inference_steps"  # set by the LCM Model node on its model_sampling
 
 
-def _core_lcm_sampling():
-    """ComfyUI's ModelSamplingDiscrete("lcm") classes: (the 50-entry table class, the boundary-condition class)."""
-    from comfy_extras import nodes_model_advanced
+def _is_core_class(obj, name: str) -> bool:
+    """Whether ``obj``'s class derives from ``comfy_extras/nodes_model_advanced.py``'s class ``name``.
 
-    return nodes_model_advanced.ModelSamplingDiscreteDistilled, nodes_model_advanced.LCM
+    Compared by name and module: ComfyUI imports its extra node files by path, so that module may be loaded
+    twice (as ``comfy_extras.nodes_model_advanced`` and under its file path) with two distinct class objects.
+    """
+    return any(
+        c.__name__ == name and c.__module__.replace("/", ".").endswith("nodes_model_advanced")
+        for c in type(obj).__mro__
+    )
 
 
 def host_applies_boundary_condition(model_sampling) -> bool:
     """True under core's ModelSamplingDiscrete("lcm"), whose denoiser already returns f(x, t)."""
-    return isinstance(model_sampling, _core_lcm_sampling()[1])
+    return _is_core_class(model_sampling, "LCM")
 
 
 def training_alphas_cumprod(model_sampling) -> torch.Tensor:
@@ -42,8 +47,7 @@ def training_alphas_cumprod(model_sampling) -> torch.Tensor:
             f"{type(model_sampling).__name__} is not a discrete-timestep model sampling; LCM needs an SD-family "
             "model (SD 1.x, SD 2.x, SDXL, SSD-1B)."
         )
-    distilled = _core_lcm_sampling()[0]
-    if isinstance(model_sampling, distilled):
+    if _is_core_class(model_sampling, "ModelSamplingDiscreteDistilled"):
         import comfy.model_sampling
 
         settings = {

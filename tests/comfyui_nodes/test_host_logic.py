@@ -28,14 +28,16 @@ def test_sampler_and_scheduler_names_reach_every_stock_list(facts):
 
 
 def test_the_boundary_condition_is_skipped_only_where_core_applies_it(facts):
-    assert facts["applies_bc"] == {"plain": False, "core_lcm": True, "ours": False}
+    assert facts["applies_bc"] == {"plain": False, "core_lcm": True, "imported_core_lcm": True, "ours": False}
 
 
 def test_lcm_model_carries_prediction_type_grid_and_gamma(facts):
     assert facts["ours_is_v"] == "LCMSamplingV"
     assert facts["ours_options"] == {"original_inference_steps": 20, "gamma": 0.3}
     # lcm_grid honours the patch's N = 20 (k = 50): 4 steps -> 999, 749, 499, 249
-    torch.testing.assert_close(torch.tensor(facts["grid_4_ours"]), torch.tensor(_sd_sigmas([999, 749, 499, 249])))
+    torch.testing.assert_close(
+        torch.tensor(facts["grid_4_ours"]), torch.tensor(_sd_sigmas([999, 749, 499, 249]))
+    )
 
 
 def test_lcm_grid_is_the_training_grid_also_under_core_lcm_sampling(facts):

@@ -10,15 +10,18 @@ ctx = boot()
 
 import comfy.samplers  # noqa: E402
 import folder_paths  # noqa: E402
-import nodes  # noqa: E402
 import torch  # noqa: E402
 from comfy_extras import nodes_model_advanced  # noqa: E402
+
+import nodes  # noqa: E402
 
 
 def pack_module(name: str):
     """A module of the loaded pack (ComfyUI imports it under a path-derived package name)."""
     for module in list(sys.modules.values()):
-        if getattr(module, "__file__", "") and module.__file__.replace("\\", "/").endswith(f"/nodes/{name}.py"):
+        if getattr(module, "__file__", "") and module.__file__.replace("\\", "/").endswith(
+            f"/nodes/{name}.py"
+        ):
             if "lcm" in module.__name__ or "custom_nodes" in module.__name__:
                 return module
     raise LookupError(f"pack module nodes/{name}.py is not loaded")
@@ -29,9 +32,21 @@ import comfy.sd  # noqa: E402
 
 ckpt = folder_paths.get_full_path("checkpoints", ctx.args[0])
 model = comfy.sd.load_checkpoint_guess_config(ckpt, output_vae=False, output_clip=False)[0]
-core_lcm = nodes_model_advanced.ModelSamplingDiscrete().patch(model, "lcm", False)[0]
-ours = model_patch.LCMPluginModel.execute(model, "v_prediction", 20, 0.3, model_patch.NO_GUIDANCE_FILE, 8.0).result[0]
-ms = {name: m.get_model_object("model_sampling") for name, m in (("plain", model), ("core_lcm", core_lcm), ("ours", ours))}
+# the node class ComfyUI serves (its extra-node modules are loaded by file path, not as comfy_extras.*)
+core_lcm = nodes.NODE_CLASS_MAPPINGS["ModelSamplingDiscrete"]().patch(model, "lcm", False)[0]
+imported_core_lcm = nodes_model_advanced.ModelSamplingDiscrete().patch(model, "lcm", False)[0]
+ours = model_patch.LCMPluginModel.execute(
+    model, "v_prediction", 20, 0.3, model_patch.NO_GUIDANCE_FILE, 8.0
+).result[0]
+ms = {
+    name: m.get_model_object("model_sampling")
+    for name, m in (
+        ("plain", model),
+        ("core_lcm", core_lcm),
+        ("imported_core_lcm", imported_core_lcm),
+        ("ours", ours),
+    )
+}
 
 
 def error_of(fn, *args):
@@ -63,7 +78,9 @@ info = {
         in nodes.NODE_CLASS_MAPPINGS["BasicScheduler"].INPUT_TYPES()["required"]["scheduler"][0],
     },
     # huggingface_hub is not listed: ComfyUI imports transformers, which imports it
-    "heavy_modules_loaded": sorted(m for m in ("diffusers", "peft", "accelerate", "lora_training") if m in sys.modules),
+    "heavy_modules_loaded": sorted(
+        m for m in ("diffusers", "peft", "accelerate", "lora_training") if m in sys.modules
+    ),
 }
 full = host.training_alphas_cumprod(ms["plain"])
 info["core_lcm_table_recovered"] = bool(torch.equal(host.training_alphas_cumprod(ms["core_lcm"]), full))
