@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 
-from lcm_plugin.adapters.convert import adapter_from_state_dict, resolve_layout, to_kohya_state_dict
+from lcm_plugin.adapters.convert import adapter_from_state_dict, to_kohya_state_dict
 from lcm_plugin.adapters.formats import _UNSUPPORTED_MARKERS, parse_keys
 from lcm_plugin.adapters.inspection import ArchGuess, detect_arch
 from lcm_plugin.adapters.kohya_names import ARCHS
@@ -138,10 +138,18 @@ def load_lora_for_comfyui(path: str | os.PathLike, *, arch: str | None, model_na
             "%s: %d text-encoder modules named without text_model. (transformers 5)", name, len(flat_te)
         )
         adapter.modules = {_text_model_path(n): m for n, m in adapter.modules.items()}
-    layout = resolve_layout(target) if target else "diffusers"
+    layout = comfy_kohya_layout(target)
     converted, _ = to_kohya_state_dict(adapter, target or "sd15", layout)
     logger.info("%s: %s keys converted to kohya (%s names) for ComfyUI", name, parsed.format, layout)
     return ComfyLora(converted, parsed.format, True, guess, len(parsed.modules))
+
+
+def comfy_kohya_layout(arch: str | None) -> str:
+    """The kohya UNet naming ComfyUI maps right for ``arch``: diffusers paths (``lora_unet_down_blocks_…``),
+    which ComfyUI maps through ``unet_to_diffusers`` of the loaded model's own config (any block layout: Vega,
+    KOALA, one-level test UNets), except SSD-1B, whose mid block is two resnets that ComfyUI still maps to
+    ``middle_block.0``/``.2``: there the LDM names of :mod:`kohya_names` are used."""
+    return "ldm" if arch == "ssd1b" else "diffusers"
 
 
 def _text_model_path(name: str) -> str:

@@ -250,3 +250,15 @@ def test_text_encoder_names_without_text_model_get_it_back(tmp_path, lora, modul
         got.state_dict[f"{name}.lora_up.weight"], te[f"{module}.{up}.weight"]
     )
     assert not any(k.startswith("lora_te_encoder") for k in got.state_dict)
+
+
+@pytest.mark.parametrize("arch", ["sdxl", None])  # an SDXL model, and a family we do not map (e.g. Vega)
+def test_sdxl_diffusers_file_converts_to_names_comfyui_loads(tmp_path, sdxl_lora, arch):
+    from tests.adapters.comfy_reference import COMFY_CONFIGS
+
+    _, peft_sd = sdxl_lora
+    path = tmp_path / "xl.safetensors"
+    save_file({f"unet.{k}": v for k, v in peft_sd.items()}, path)
+    got = load_lora_for_comfyui(path, arch=arch)
+    assert got.converted and got.arch.name == "sdxl"
+    assert comfy_unloaded_keys(got.state_dict, comfy_key_map(COMFY_CONFIGS["sdxl"])) == set()

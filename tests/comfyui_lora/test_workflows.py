@@ -3,7 +3,8 @@ on the shared harness's random SD1.5-shaped checkpoint (tests/comfyui), with UNe
 
 Proves: a kohya file and diffusers' own file of one UNet + text-encoder LoRA give bit-identical final latents
 (ComfyUI LATENT units), equal to ComfyUI's stock LoraLoader on the kohya file, while the stock loader on the
-diffusers file gives another image (it skips the attention keys); each bad input (including names outside the
+diffusers file gives another image (it skips the attention keys); the same for a UNet LoRA on the harness's
+SDXL-family (Segmind-Vega-shaped) checkpoint; each bad input (including names outside the
 loras folder and unknown adapters, which this ComfyUI does not check against a V3 combo's options) fails its
 prompt with the node's message in the execution error (what the UI and /history show), and the next prompt runs.
 """
@@ -106,6 +107,11 @@ def _stock(lora_name: str) -> dict:
     return {"class_type": "LoraLoader", "inputs": inputs | {"strength_clip": 1.0}}
 
 
+def _stock_model_only(lora_name: str) -> dict:
+    inputs = {"model": ["4", 0], "lora_name": lora_name, "strength_model": 1.0}
+    return {"class_type": "LoraLoaderModelOnly", "inputs": inputs}
+
+
 FAILURES = {
     "other_arch": ("lcm_sdxl.safetensors", r"lcm_sdxl.safetensors is a LoRA for Stable Diffusion XL .*but the MODEL "
                    r"is Stable Diffusion 1.x \(SD15\)"),
@@ -195,3 +201,93 @@ def test_names_outside_the_list_fail_the_prompt_with_the_nodes_message(runs, cas
     # a crafted API prompt.
     msg = _execution_error(runs, case)
     assert re.search(NAME_FAILURES[case], msg), msg
+
+
+def _unet_lora_files(ckpt, folder):
+    """(kohya file, diffusers file) of one random UNet LoRA on ``ckpt``'s UNet (no text encoder)."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    from tests.adapters.conftest import LCM_TARGETS
+
+    torch.manual_seed(5)
+    unet = ckpt.diffusers_unet()
+    unet.add_adapter(
+        LoraConfig(target_modules=LCM_TARGETS, r=RANK, lora_alpha=ALPHA, init_lora_weights=False)
+    )
+    sd = {k: v.detach().clone().contiguous() for k, v in get_peft_model_state_dict(unet).items()}
+    kohya = folder / "xl_kohya.safetensors"
+    save_file(kohya_tensors(sd, ALPHA), kohya)
+    StableDiffusionPipeline.save_lora_weights(
+        folder / "xl_out",
+        unet_lora_layers=convert_state_dict_to_diffusers(sd),
+        unet_lora_adapter_metadata=unet.peft_config["default"].to_dict(),
+    )
+    diffusers = folder / "xl_diffusers.safetensors"
+    (folder / "xl_out" / "pytorch_lora_weights.safetensors").replace(diffusers)
+    return kohya, diffusers
+
+
+def _vega_prompt(ckpt_name: str, loader: dict | None, capture: str) -> dict:
+    from tests.comfyui.comfy_process import capture_latent, tensor_conditioning
+
+    prompt = {
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt_name}},
+        "6": tensor_conditioning("cond", "pooled"),
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "3": {
+            "class_type": "KSampler",
+            "inputs": {
+                "seed": 3,
+                "steps": 2,
+                "cfg": 1.0,
+                "sampler_name": "lcm",
+                "scheduler": "sgm_uniform",
+                "denoise": 1.0,
+                "model": ["4", 0],
+                "positive": ["6", 0],
+                "negative": ["6", 0],
+                "latent_image": ["5", 0],
+            },
+        },  # fmt: skip
+        "99": capture_latent(["3", 0], capture),
+    }
+    if loader is not None:
+        prompt["10"] = loader
+        prompt["3"]["inputs"]["model"] = ["10", 0]
+    return prompt
+
+
+@pytest.fixture(scope="module")
+def vega_runs(tmp_path_factory):
+    """The SDXL-family case: the harness's Segmind-Vega-shaped checkpoint (no CLIP; conditioning from tensors)."""
+    from tests.comfyui.checkpoints import build_checkpoint
+    from tests.comfyui.comfy_process import run_workflows
+
+    folder = tmp_path_factory.mktemp("lora_vega")
+    ckpt = build_checkpoint("sdxl", folder)
+    kohya, diffusers = _unet_lora_files(ckpt, folder)
+    g = torch.Generator().manual_seed(0)
+    tensors = {"cond": torch.randn(1, 77, 2048, generator=g), "pooled": torch.randn(1, 1280, generator=g)}
+    prompts = {
+        "plain": _vega_prompt(ckpt.name, None, "plain"),
+        "kohya": _vega_prompt(ckpt.name, _ours(kohya.name, clip=False), "kohya"),
+        "diffusers": _vega_prompt(ckpt.name, _ours(diffusers.name, clip=False), "diffusers"),
+        "stock_kohya": _vega_prompt(ckpt.name, _stock_model_only(kohya.name), "stock_kohya"),
+    }
+    results = run_workflows(
+        list(prompts.values()),
+        models={"checkpoints": [ckpt.path], "loras": [kohya, diffusers]},
+        tensors=tensors,
+    )
+    return dict(zip(prompts, results, strict=True))
+
+
+def test_sdxl_family_kohya_and_diffusers_files_give_identical_images(vega_runs):
+    kohya = _latent(vega_runs, "kohya")
+    assert torch.equal(_latent(vega_runs, "diffusers"), kohya)
+    assert torch.equal(_latent(vega_runs, "stock_kohya"), kohya)
+    assert (kohya - _latent(vega_runs, "plain")).abs().max() > 1e-2
