@@ -1,20 +1,28 @@
 """GPU per-step throughput and peak memory of our LCM-LoRA step vs the diffusers reference step, at 512x512,
-batch 8, bf16, on the SD1.5 and SDXL UNet architectures with random weights (compute and memory do not depend
-on weight values). Prepared to finish in about 5 minutes on one H100:
+batch 8, on the SD1.5 and SDXL UNet architectures with random weights (compute and memory do not depend on
+weight values), in a bf16 mixed-precision run. The default variant set (5 per architecture) is prepared to finish
+in about 5 minutes on one H100:
 
-    python -m benchmarks.gpu_train_step                  # both architectures, 4 variants each
+    python -m benchmarks.gpu_train_step                  # both architectures, the default variants
+    python -m benchmarks.gpu_train_step --variants reference,ours,reference_gc,ours_gc,ours_nf4_8bit
     python -m benchmarks.gpu_train_step --tiny --device cpu --steps 1 --warmup 1   # smoke test of the code path
 
-Reference (``examples/consistency_distillation/train_lcm_distill_lora_sd{,xl}_wds.py``, bf16 run): the student
-UNet's base weights in bf16 and its LoRA in fp32 under autocast; a separate teacher UNet kept in fp32
-(``--cast_teacher_unet`` off, its default) run under bf16 autocast, twice per step (cond, then uncond); the VAE
-in fp32 and the text encoder(s) in bf16, both run every step (no cache); SD's unconditional embedding is
-encoded once, SDXL's is zeros (as those scripts do); target = the student under no-grad.
-Ours (what ``lora_training.trainer.Trainer`` runs with ``--mixed-precision bf16 --cache-file``): ONE UNet in
-bf16 whose base with adapters disabled is the teacher, cond and uncond batched into ONE teacher forward,
-latents and embeddings from the precomputed cache (VAE and text encoders not loaded).
-Both use the same LCM math (lcm_plugin.core via lora_training.lcd) and the same peft LoRA (rank 64, the
-reference target modules). ``*_gc`` variants add gradient checkpointing on the student; ``ours_nf4_8bit`` is
+Reference = ``benchmarks/reference_step.py`` (the one re-implementation, shared with the CPU benchmark) as the
+``--mixed_precision bf16`` run of ``train_lcm_distill_lora_sd{,xl}_wds.py`` does it (``precision="script"``):
+the student's base weights stay float32 (neither wds script casts the student; its LoRA is float32 too) and its
+forward runs under accelerate's bf16 autocast; a separate float32 teacher (``--cast_teacher_unet`` off, the
+default) runs cond then uncond under ``torch.autocast("cuda")``, i.e. **float16**; the target (the student,
+no-grad) under bf16 (the prepared student's autocast is innermost); the VAE in fp32 and the text encoder(s) in
+bf16 run every step outside autocast; SD's "" embedding is encoded once, SDXL's uncond is zeros.
+``reference_equal``: the same step at our precision (base weights of student and teacher in bf16, LoRA fp32,
+every pass under the run's bf16 autocast). ``ablate_cache`` / ``ablate_one_unet`` / ``ablate_batched``:
+``reference_equal`` plus, cumulatively, the cache (no encoders), one UNet (the student's base with adapters
+disabled is the teacher), cond + uncond batched in one teacher forward.
+Ours (what ``lora_training.trainer.Trainer`` runs with ``--mixed-precision bf16 --cache-file``): ONE UNet with
+bf16 base weights and fp32 LoRA whose base with adapters disabled is the teacher, cond and uncond batched into
+ONE teacher forward, target before student, latents and embeddings from the cache (no encoders loaded), the
+whole step under bf16 autocast. Same LCM math (lcm_plugin.core via lora_training.lcd), same peft LoRA (rank 64,
+the scripts' target modules). ``*_gc`` variants add gradient checkpointing on the student; ``ours_nf4_8bit`` is
 ours with the frozen base in NF4 (double quantisation, bf16 compute; ``--nf4-base``) and 8-bit AdamW
 (``--use-8bit-adam``), both through bitsandbytes.
 
@@ -35,7 +43,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-VARIANTS = ("reference", "ours", "reference_gc", "ours_gc", "ours_nf4_8bit")
+REFERENCE_VARIANTS = {  # name -> reference_step settings (ablate_*: equal precision, cumulative)
+    "reference": dict(precision="script"),
+    "reference_equal": dict(precision="equal"),
+    "ablate_cache": dict(precision="equal", cache=True),
+    "ablate_one_unet": dict(precision="equal", cache=True, one_unet=True),
+    "ablate_batched": dict(precision="equal", cache=True, one_unet=True, batched=True),
+    "reference_gc": dict(precision="script"),
+}
+VARIANTS = (*REFERENCE_VARIANTS, "ours", "ours_gc", "ours_nf4_8bit")
+DEFAULT_VARIANTS = ("reference", "reference_equal", "ablate_cache", "ablate_one_unet", "ours")
 
 
 def _configs(arch: str, tiny: bool) -> dict:
@@ -125,7 +142,7 @@ def run_variant(
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from benchmarks.train_step import reference_loss
+    from benchmarks.reference_step import ReferenceStep, cache_batch, script_batch
     from lcm_plugin.core import sd_alphas_cumprod
     from lora_training.config import DEFAULT_LORA_TARGETS
     from lora_training.lcd import Objective, lcm_loss
@@ -137,13 +154,18 @@ def run_variant(
     cfg = _configs(arch, tiny)
     sdxl = arch == "sdxl"
     latent = resolution // 8
+    spec = REFERENCE_VARIANTS.get(variant)  # None: ours
+    reference = spec is not None
+    from_cache = not reference or spec.get("cache", False)
+    script_precision = reference and spec["precision"] == "script"
     torch.manual_seed(0)
     tok = _tokenizer()
     with torch.device(device):  # initialise on the device directly (random weights; minutes saved for SDXL)
         unet = UNet2DConditionModel(**cfg["unet"])
-        reference = variant.startswith("reference")
-        if reference:
-            teacher = clone_frozen(unet)  # separate fp32 teacher
+        teacher = clone_frozen(unet) if reference and not spec.get("one_unet") else None  # separate teacher
+        if teacher is not None and not script_precision:
+            teacher.to(bf16)  # equal precision: the teacher's weights in bf16, as our base UNet
+        if not from_cache:
             vae = AutoencoderKL(**cfg["vae"]).requires_grad_(False).eval()  # fp32 VAE ("avoid NaN losses")
             te = (
                 CLIPTextModel(
@@ -183,11 +205,13 @@ def run_variant(
             unet = UNet2DConditionModel.from_pretrained(tmp, quantization_config=qc, torch_dtype=bf16)
     unet.requires_grad_(False).eval()
     add_lora(unet, rank=rank, alpha=rank, target_modules=list(DEFAULT_LORA_TARGETS), dropout=0.0, seed=0)
-    if variant != "ours_nf4_8bit":
-        unet.to(bf16)
-    for n, p in unet.named_parameters():  # LoRA weights train in fp32 (both scripts: cast_training_params)
-        if "lora_" in n:
-            p.data = p.data.float()
+    if not script_precision:  # ours (lora_training.models.build_models): base weights in the run's dtype ...
+        if variant != "ours_nf4_8bit":
+            unet.to(bf16)
+        for n, p in unet.named_parameters():  # ... and the LoRA weights in fp32
+            if "lora_" in n:
+                p.data = p.data.float()
+    # script precision: the student stays as loaded, base and LoRA in fp32 (the wds scripts do not cast it)
     if variant.endswith("_gc"):
         unet.enable_gradient_checkpointing()
     unet.train()
@@ -229,22 +253,43 @@ def run_variant(
 
     g = torch.Generator().manual_seed(0)
     pixels = (torch.rand(batch, 3, resolution, resolution, generator=g) * 2 - 1).to(device)
-    if reference:
-        with torch.no_grad():
-            uncond = ({"encoder_hidden_states": None} if sdxl else encode(tok([""] * batch, padding="max_length",
-                      max_length=77, return_tensors="pt").input_ids.to(device)))  # fmt: skip
-    else:  # the cache file's contents (written once by `lcm-plugin train cache`), on the host like a data batch
-        width = cfg["unet"]["cross_attention_dim"]
-        cache = {"latent_mean": torch.randn(batch, 4, latent, latent, generator=g),
-                 "latent_std": torch.rand(batch, 4, latent, latent, generator=g) * 0.1,
-                 "prompt_embeds": torch.randn(batch, 77, width, generator=g, dtype=torch.float32)}  # fmt: skip
+    # the cache file's contents (written once by `lcm-plugin train cache`), on the host like a data batch
+    width = cfg["unet"]["cross_attention_dim"]
+    cache = {"latent_mean": torch.randn(batch, 4, latent, latent, generator=g),
+             "latent_std": torch.rand(batch, 4, latent, latent, generator=g) * 0.1,
+             "prompt_embeds": torch.randn(batch, 77, width, generator=g, dtype=torch.float32)}  # fmt: skip
+    if sdxl:
+        cache.update(
+            text_embeds=torch.randn(batch, cfg["clip_g"]["projection_dim"], generator=g),
+            time_ids=time_ids.cpu(),
+        )
+    cache_uncond = torch.randn(1, 77, width, generator=g)
+
+    def cached_cond() -> tuple[dict, dict]:
+        cond = {"encoder_hidden_states": cache["prompt_embeds"]}
         if sdxl:
-            cache.update(
-                text_embeds=torch.randn(batch, cfg["clip_g"]["projection_dim"], generator=g),
-                time_ids=time_ids.cpu(),
-            )
+            cond.update(text_embeds=cache["text_embeds"], time_ids=cache["time_ids"])
+            return cond, sdxl_unconditional(cond)
+        return cond, {"encoder_hidden_states": cache_uncond}
+
+    if reference:
+        if from_cache:
+            batches = cache_batch(cache["latent_mean"], cache["latent_std"], *cached_cond(), device)
         else:
-            cache_uncond = torch.randn(1, 77, width, generator=g)
+            with torch.no_grad():  # SD: "" once before the loop; SDXL: zeros shaped like each step's cond
+                uncond = None if sdxl else encode(tok([""] * batch, padding="max_length", max_length=77,
+                                                      return_tensors="pt").input_ids.to(device))  # fmt: skip
+            sd_batch = script_batch(vae, lambda: encode(ids), pixels, uncond)
+
+            def batches(gen):
+                latents, cond, unc = sd_batch(gen)
+                return latents, cond, (sdxl_unconditional(cond) if sdxl else unc)
+
+        ref = ReferenceStep.build(obj, unet, teacher, batches, precision=spec["precision"],
+                                  device_type="cuda" if cuda else "cpu", run_dtype=bf16,
+                                  batched=spec.get("batched", False))  # fmt: skip
+    else:
+        ours_batch = cache_batch(cache["latent_mean"], cache["latent_std"], *cached_cond(), device)
 
     def student(s, t, c, w):
         return unet_call(unet, s, t, c)
@@ -255,32 +300,15 @@ def run_variant(
 
     def step(i: int) -> float:
         gen = torch.Generator().manual_seed(1000 + i)
-        with autocast:
-            if not reference:  # Trainer._prepare_batch from the cache, then lcm_loss
-                mean, std = cache["latent_mean"].to(device), cache["latent_std"].to(device)
-                cond = {"encoder_hidden_states": cache["prompt_embeds"].to(device)}
-                if sdxl:
-                    cond.update(
-                        text_embeds=cache["text_embeds"].to(device), time_ids=cache["time_ids"].to(device)
-                    )
-                    unc = sdxl_unconditional(cond)
-                else:
-                    unc = {
-                        "encoder_hidden_states": cache_uncond.to(device).expand_as(
-                            cond["encoder_hidden_states"]
-                        )
-                    }
-                latents = (mean + std * torch.randn(mean.shape, generator=gen).to(device)).float()
+        if (
+            reference
+        ):  # the contexts are inside ReferenceStep (the batch runs outside autocast, as the script)
+            loss = ref.loss(gen)
+        else:  # Trainer: the whole step under accelerator.autocast(), data from the cache, then lcm_loss
+            with autocast:
+                latents, cond, unc = ours_batch(gen)
                 loss = lcm_loss(obj, student=student, teacher=ours_teacher, target=student, latents=latents, cond=cond,
                                 uncond=unc, generator=gen)  # fmt: skip
-            else:
-                with torch.no_grad():
-                    dist = vae.encode(pixels).latent_dist
-                    noise = torch.randn(dist.mean.shape, generator=gen).to(device)
-                    latents = (dist.mean + dist.std * noise) * vae.config.scaling_factor
-                    cond = encode(ids)
-                    unc = sdxl_unconditional(cond) if sdxl else uncond
-                loss = reference_loss(obj, student, teacher, latents, cond, unc, gen)  # fp32 teacher, 2 passes
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -313,7 +341,9 @@ def run_variant(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--archs", default="sd15,sdxl")
-    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument(
+        "--variants", default=",".join(DEFAULT_VARIANTS), help=f"comma list of {', '.join(VARIANTS)}"
+    )
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--resolution", type=int, default=512)
     ap.add_argument("--steps", type=int, default=10, help="timed steps per variant")
@@ -360,15 +390,24 @@ def main() -> None:
             if args.out:
                 with open(args.out, "a") as f:
                     f.write(json.dumps(row) + "\n")
-    print("\n| arch | variant | s/step (median) | peak GiB | vs reference: throughput x | memory x |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "\n| arch | variant | s/step (median) | peak GiB | vs reference: throughput x | memory x "
+        "| vs reference_equal: throughput x |"
+    )
+    print("|---|---|---|---|---|---|---|")
     by = {(r["arch"], r["variant"]): r for r in rows}
     for r in rows:
         ref = by.get((r["arch"], "reference_gc" if r["variant"].endswith("_gc") else "reference"))
+        eq = by.get((r["arch"], "reference_equal"))
         tx = f"{ref['step_s_median'] / r['step_s_median']:.2f}" if ref else "-"
         mx = f"{r['peak_gib'] / ref['peak_gib']:.2f}" if ref and ref["peak_gib"] == ref["peak_gib"] else "-"
+        ex = (
+            f"{eq['step_s_median'] / r['step_s_median']:.2f}"
+            if eq and not r["variant"].endswith("_gc")
+            else "-"
+        )
         print(
-            f"| {r['arch']} | {r['variant']} | {r['step_s_median']:.3f} | {r['peak_gib']:.2f} | {tx} | {mx} |"
+            f"| {r['arch']} | {r['variant']} | {r['step_s_median']:.3f} | {r['peak_gib']:.2f} | {tx} | {mx} | {ex} |"
         )
 
 

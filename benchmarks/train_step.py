@@ -1,17 +1,21 @@
-"""Per-step throughput and peak memory of our LCM-LoRA step vs a faithful re-implementation of the diffusers
-reference step (``examples/consistency_distillation/train_lcm_distill_lora_sd_wds.py``), side by side.
+"""CPU per-step throughput and peak memory of our LCM-LoRA step vs the diffusers reference step re-implemented
+(``benchmarks/reference_step.py``, the one shared with the GPU benchmark), side by side, with ablation rows.
 
-Reference step: a separate fp32 teacher UNet copy, two teacher passes (cond, uncond) per step, VAE encode and
-text encoder every step (no cache), student LoRA forward, target = student under no-grad.
-Ours (what ``lora_training.trainer.Trainer`` runs): ONE UNet (teacher = base with adapters disabled), cond and
-uncond batched into one teacher forward, latents and embeddings from the precomputed cache.
-Both use the same LCM math (lcm_plugin.core) and the same LoRA (peft, the reference target modules).
+Rows (each in a fresh subprocess, alternated ``--repeats`` times):
+- ``reference``: the script's step at its exact precision (``train_lcm_distill_lora_sd_wds.py``, default fp32 run):
+  separate fp32 teacher copy, cond and uncond teacher passes and the target under ``torch.autocast("cpu")``
+  (bfloat16), student fp32 without autocast, VAE encode + cond text encoder every step, "" encoded once.
+- ``reference_equal``: the same step at our precision (no autocast: fp32 everywhere).
+- ``ablate_cache`` / ``ablate_one_unet`` / ``ablate_batched``: ``reference_equal`` plus, cumulatively, latents and
+  embeddings from the cache (encoders not loaded), the student's base with adapters disabled as the teacher (no
+  second UNet), cond + uncond in one teacher forward.
+- ``ours``: what ``lora_training.trainer.Trainer`` runs (``lcm_loss``: the above, plus target before student).
+All use the same LCM math (lcm_plugin.core via lora_training.lcd) and the same peft LoRA (the script's 14 target
+modules). Peak memory = peak RSS (ru_maxrss) minus RSS after imports: everything the variant allocates.
 
-Each variant runs in a fresh subprocess; peak memory = peak RSS (ru_maxrss) minus RSS after imports, i.e.
-everything the variant allocates (weights, optimizer, activations).
-
-    python benchmarks/train_step.py --workload toy --batch 16 --steps 5
-    python benchmarks/train_step.py --workload sd15 --batch 1 --latent 32 --steps 3
+    python benchmarks/train_step.py --workload toy --batch 16 --latent 8 --rank 16 --steps 5 --repeats 2
+    python benchmarks/train_step.py --workload toy --precision script --variants reference,ours
+    python benchmarks/train_step.py --workload sd15 --batch 1 --latent 32 --steps 3 --variants reference,reference_equal,ours
 """
 
 from __future__ import annotations
@@ -50,7 +54,12 @@ def build(workload: str, with_encoders: bool = True):
     if workload == "toy":
         if not with_encoders:
             return None, None, tok, toy.build_unet()
-        return toy.build_vae(), toy.build_text_encoder(len(tok), tok.bos_token_id, tok.eos_token_id), tok, toy.build_unet()
+        return (
+            toy.build_vae(),
+            toy.build_text_encoder(len(tok), tok.bos_token_id, tok.eos_token_id),
+            tok,
+            toy.build_unet(),
+        )
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -58,12 +67,28 @@ def build(workload: str, with_encoders: bool = True):
     unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
     if not with_encoders:
         return None, None, tok, unet
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, sample_size=512,
-                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                        block_out_channels=(128, 256, 512, 512), layers_per_block=2)
-    te = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                                      num_attention_heads=12, max_position_embeddings=77,
-                                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id))
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        sample_size=512,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(128, 256, 512, 512),
+        layers_per_block=2,
+    )
+    te = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=49408,
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            max_position_embeddings=77,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
+    )
     return vae, te, tok, unet
 
 
@@ -90,51 +115,53 @@ def write_cache(workload: str, batch: int, latent: int, path: str) -> None:
     with torch.no_grad():
         dist = vae.encode(pixels).latent_dist
         sf = vae.config.scaling_factor
-        save_file({"latent_mean": (dist.mean * sf).contiguous(), "latent_std": (dist.std * sf).contiguous(),
-                   "prompt_embeds": _encode_text(tok, te, captions).contiguous(),
-                   "uncond_embeds": _encode_text(tok, te, [""]).expand(batch, -1, -1).contiguous()}, path)
+        save_file(
+            {
+                "latent_mean": (dist.mean * sf).contiguous(),
+                "latent_std": (dist.std * sf).contiguous(),
+                "prompt_embeds": _encode_text(tok, te, captions).contiguous(),
+                "uncond_embeds": _encode_text(tok, te, [""]).expand(batch, -1, -1).contiguous(),
+            },
+            path,
+        )
 
 
-def reference_loss(obj, student, teacher, latents, cond: dict, uncond: dict, gen):
-    """The diffusers reference script's LCM-LoRA loss on clean ``latents``: student prediction at t_{n+k}, the
-    separate ``teacher`` UNet called twice (cond, then uncond), target = the student under no-grad at t_n.
-    Same LCM math as ours (lora_training.lcd); only the teacher calls and the order differ."""
+VARIANTS = {  # name -> ReferenceStep settings (None: ours, lora_training.lcd.lcm_loss as the trainer runs it)
+    "reference": dict(precision="script"),
+    "reference_equal": dict(precision="equal"),
+    "ablate_cache": dict(precision="equal", cache=True),
+    "ablate_one_unet": dict(precision="equal", cache=True, one_unet=True),
+    "ablate_batched": dict(precision="equal", cache=True, one_unet=True, batched=True),
+    "ours": None,
+}
+
+
+def run_variant(
+    variant: str,
+    workload: str,
+    batch: int,
+    latent: int,
+    steps: int,
+    rank: int,
+    threads: int,
+    cache: str | None = None,
+) -> dict:
+    """Time ``steps`` optimizer steps (after one warm-up step) of one variant in this process."""
     import torch
 
-    from lora_training.lcd import consistency_fn, draw, teacher_solve
-    from lora_training.losses import consistency_loss
-    from lora_training.teachers import unet_call
-
-    d = draw(obj, latents, gen)
-    a = obj.alphas_cumprod.to(latents.device)[d.t_start].reshape(-1, 1, 1, 1)
-    noisy = a.sqrt() * latents + (1 - a).sqrt() * d.noise
-    pred = consistency_fn(obj, student, noisy, d.t_start, cond, None)
-
-    def two_pass_teacher(s, t, c):
-        half = s.shape[0] // 2
-        first, second = ({k: v[:half] for k, v in c.items()}, {k: v[half:] for k, v in c.items()})
-        return torch.cat([unet_call(teacher, s[:half], t[:half], first), unet_call(teacher, s[half:], t[half:], second)])
-
-    z_prev = teacher_solve(obj, two_pass_teacher, noisy, d, cond, uncond)
-    with torch.no_grad():
-        target = consistency_fn(obj, student, z_prev, d.t_end, cond, None)
-    return consistency_loss(pred, target, loss_type="huber", huber_c=0.001)
-
-
-def run_variant(variant: str, workload: str, batch: int, latent: int, steps: int, rank: int, threads: int,
-                cache: str | None = None) -> dict:
-    import torch
-
+    from benchmarks.reference_step import ReferenceStep, cache_batch, script_batch
     from lcm_plugin.core import sd_alphas_cumprod
     from lora_training.config import DEFAULT_LORA_TARGETS
     from lora_training.lcd import Objective, lcm_loss
     from lora_training.models import add_lora, clone_frozen
     from lora_training.teachers import adapters_disabled, unet_call
 
+    spec = VARIANTS[variant]
+    cached_data = spec is None or spec.get("cache", False)
     torch.set_num_threads(threads)
     base_rss = _rss_kb()
-    vae, te, tok, unet = build(workload, with_encoders=variant != "ours")
-    if variant == "ours":
+    vae, te, tok, unet = build(workload, with_encoders=not cached_data)
+    if cached_data:
         # Training from the cache file (written by another process, as `lcm-plugin train cache`): the trainer
         # does not keep the VAE and text encoders (lora_training.models.build_models drops them).
         from safetensors.torch import load_file
@@ -149,15 +176,40 @@ def run_variant(variant: str, workload: str, batch: int, latent: int, steps: int
         for m in (vae, te):
             m.requires_grad_(False).eval()
     unet.requires_grad_(False).eval()
-    teacher = clone_frozen(unet) if variant == "reference" else None  # the reference's separate teacher copy
+    teacher = (
+        clone_frozen(unet) if spec is not None and not spec.get("one_unet") else None
+    )  # separate teacher
     add_lora(unet, rank=rank, alpha=rank, target_modules=list(DEFAULT_LORA_TARGETS), dropout=0.0, seed=0)
     unet.train()
     params = [p for p in unet.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-2)
-    obj = Objective(alphas_cumprod=sd_alphas_cumprod(), prediction_type="epsilon", w_min=5.0, w_max=15.0, loss_type="huber")
+    obj = Objective(
+        alphas_cumprod=sd_alphas_cumprod(),
+        prediction_type="epsilon",
+        w_min=5.0,
+        w_max=15.0,
+        loss_type="huber",
+    )
 
-    def encode_text(texts):
-        return _encode_text(tok, te, texts)
+    if spec is not None:
+        if cached_data:
+            batches = cache_batch(mean, std, cache_cond, cache_uncond, "cpu")
+        else:
+            with torch.no_grad():  # the script: "" once before the loop
+                uncond = {"encoder_hidden_states": _encode_text(tok, te, [""] * batch)}
+            batches = script_batch(
+                vae, lambda: {"encoder_hidden_states": _encode_text(tok, te, captions)}, pixels, uncond
+            )
+        ref = ReferenceStep.build(
+            obj,
+            unet,
+            teacher,
+            batches,
+            precision=spec["precision"],
+            device_type="cpu",
+            run_dtype=None,
+            batched=spec.get("batched", False),
+        )
 
     def student(s, t, c, w):
         return unet_call(unet, s, t, c)
@@ -168,17 +220,20 @@ def run_variant(variant: str, workload: str, batch: int, latent: int, steps: int
 
     def step(i: int) -> float:
         gen = torch.Generator().manual_seed(1000 + i)
-        if variant == "ours":
+        if spec is None:
             latents = mean + std * torch.randn(mean.shape, generator=gen)
-            loss = lcm_loss(obj, student=student, teacher=ours_teacher, target=student, latents=latents,
-                            cond=cache_cond, uncond=cache_uncond, generator=gen)
+            loss = lcm_loss(
+                obj,
+                student=student,
+                teacher=ours_teacher,
+                target=student,
+                latents=latents,
+                cond=cache_cond,
+                uncond=cache_uncond,
+                generator=gen,
+            )
         else:
-            with torch.no_grad():  # VAE + text encoder every step, uncond embedding every step (reference script)
-                dist = vae.encode(pixels).latent_dist
-                latents = (dist.mean + dist.std * torch.randn(dist.mean.shape, generator=gen)) * vae.config.scaling_factor
-                cond = {"encoder_hidden_states": encode_text(captions)}
-                uncond = {"encoder_hidden_states": encode_text([""] * batch)}
-            loss = reference_loss(obj, student, teacher, latents, cond, uncond, gen)
+            loss = ref.loss(gen)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -192,54 +247,129 @@ def run_variant(variant: str, workload: str, batch: int, latent: int, steps: int
         step(i)
         times.append(time.perf_counter() - t0)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss
-    return {"variant": variant, "workload": workload, "batch": batch, "latent": latent, "rank": rank, "threads": threads,
-            "step_s_median": statistics.median(times), "step_s_all": times, "peak_mib": peak_kb / 1024,
-            "trainable_m": sum(p.numel() for p in params) / 1e6}
+    return {
+        "variant": variant,
+        "workload": workload,
+        "batch": batch,
+        "latent": latent,
+        "rank": rank,
+        "threads": threads,
+        "step_s_median": statistics.median(times),
+        "step_s_all": times,
+        "peak_mib": peak_kb / 1024,
+        "trainable_m": sum(p.numel() for p in params) / 1e6,
+        "torch": torch.__version__,
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workload", choices=("toy", "sd15"), default="toy")
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--latent", type=int, default=16, help="latent side (pixels = latent * VAE factor)")
+    ap.add_argument(
+        "--latent", type=int, default=16, help="latent side (pixels = latent x the VAE factor: 4 toy, 8 SD)"
+    )
     ap.add_argument("--steps", type=int, default=5, help="timed steps (after one warm-up step)")
     ap.add_argument("--rank", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=1, help="alternate the variants this many times")
-    ap.add_argument("--variant", choices=("ours", "reference", "cache"), help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--precision",
+        choices=("both", "script", "equal"),
+        default="both",
+        help="reference rows: the script's exact precision (teacher and target under torch.autocast: "
+        "bf16 on a CPU), ours' (equal: fp32), or both",
+    )
+    ap.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help=f"comma list of {', '.join(VARIANTS)} (ablate_*: equal precision, cumulative)",
+    )
+    ap.add_argument("--variant", choices=(*VARIANTS, "cache"), help=argparse.SUPPRESS)
     ap.add_argument("--cache", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.variant == "cache":  # child process
         write_cache(args.workload, args.batch, args.latent, args.cache)
         return
     if args.variant:  # child process
-        print(json.dumps(run_variant(args.variant, args.workload, args.batch, args.latent, args.steps, args.rank,
-                                     args.threads, args.cache)))
+        print(
+            json.dumps(
+                run_variant(
+                    args.variant,
+                    args.workload,
+                    args.batch,
+                    args.latent,
+                    args.steps,
+                    args.rank,
+                    args.threads,
+                    args.cache,
+                )
+            )
+        )
         return
     import tempfile
 
+    chosen = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = sorted(set(chosen) - set(VARIANTS))
+    if unknown:
+        ap.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    skip = {"script": {"reference_equal"}, "equal": {"reference"}}.get(args.precision, set())
+    chosen = [v for v in chosen if v not in skip]
     cache = str(Path(tempfile.mkdtemp()) / "cache.safetensors")
     common = ["--workload", args.workload, "--batch", str(args.batch), "--latent", str(args.latent)]
-    subprocess.run([sys.executable, __file__, "--variant", "cache", "--cache", cache, *common], check=True, capture_output=True)
-    results: dict[str, list[dict]] = {"reference": [], "ours": []}
+    subprocess.run(
+        [sys.executable, __file__, "--variant", "cache", "--cache", cache, *common],
+        check=True,
+        capture_output=True,
+    )
+    print(f"# train_step {time.strftime('%Y-%m-%d %H:%M')} {' '.join(sys.argv[1:])}", flush=True)
+    results: dict[str, list[dict]] = {v: [] for v in chosen}
     for _ in range(args.repeats):
-        for variant in ("reference", "ours"):
-            cmd = [sys.executable, __file__, "--variant", variant, *common, "--steps", str(args.steps), "--rank", str(args.rank),
-                   "--threads", str(args.threads), "--cache", cache]
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        for variant in chosen:
+            cmd = [
+                sys.executable,
+                __file__,
+                "--variant",
+                variant,
+                *common,
+                "--steps",
+                str(args.steps),
+                "--rank",
+                str(args.rank),
+                "--threads",
+                str(args.threads),
+                "--cache",
+                cache,
+            ]
+            out = (
+                subprocess.run(cmd, check=True, capture_output=True, text=True)
+                .stdout.strip()
+                .splitlines()[-1]
+            )
             results[variant].append(json.loads(out))
             print(out, flush=True)
-    ref_t = statistics.median(r["step_s_median"] for r in results["reference"])
-    our_t = statistics.median(r["step_s_median"] for r in results["ours"])
-    ref_m = statistics.median(r["peak_mib"] for r in results["reference"])
-    our_m = statistics.median(r["peak_mib"] for r in results["ours"])
-    ref_min = min(min(r["step_s_all"]) for r in results["reference"])
-    our_min = min(min(r["step_s_all"]) for r in results["ours"])
-    print("\n| workload | batch | latent | reference s/step (median / min) | ours s/step (median / min) | throughput x "
-          "(median / min) | reference peak MiB | ours peak MiB | memory ratio |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    print(f"| {args.workload} | {args.batch} | {args.latent}x{args.latent} | {ref_t:.3f} / {ref_min:.3f} | {our_t:.3f} / "
-          f"{our_min:.3f} | {ref_t / our_t:.2f} / {ref_min / our_min:.2f} | {ref_m:.0f} | {our_m:.0f} | {our_m / ref_m:.2f} |")
+    med = {v: statistics.median(r["step_s_median"] for r in rs) for v, rs in results.items()}
+    low = {v: min(min(r["step_s_all"]) for r in rs) for v, rs in results.items()}
+    mem = {v: statistics.median(r["peak_mib"] for r in rs) for v, rs in results.items()}
+
+    def ratio(base: str, v: str) -> str:
+        return f"{med[base] / med[v]:.2f} / {low[base] / low[v]:.2f}" if base in med else "-"
+
+    px = args.latent * (4 if args.workload == "toy" else 8)
+    print(
+        f"\n{args.workload}, batch {args.batch}, latents {args.latent}x{args.latent} ({px} px), rank {args.rank}, "
+        f"{args.threads} thread(s), {args.steps} timed steps x {args.repeats}\n"
+    )
+    print(
+        "| variant | s/step (median / min) | peak MiB | throughput vs reference (median / min) | vs reference_equal "
+        "| memory vs reference |"
+    )
+    print("|---|---|---|---|---|---|")
+    for v in chosen:
+        m = f"{mem[v] / mem['reference']:.2f}" if "reference" in mem else "-"
+        print(
+            f"| {v} | {med[v]:.3f} / {low[v]:.3f} | {mem[v]:.0f} | {ratio('reference', v)} | {ratio('reference_equal', v)} | {m} |"
+        )
 
 
 if __name__ == "__main__":
