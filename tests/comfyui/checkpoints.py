@@ -203,7 +203,8 @@ def build_checkpoint(kind: str, directory: str | Path) -> TinyCheckpoint:
         unet = UNet2DConditionModel.from_config(spec.unet)
         taesd = AutoencoderTiny()
     unet = _random_fill(unet, generator)
-    state = {original: unet.state_dict()[dk] for original, dk in unet_key_map(unet).items()}
+    unet_state = unet.state_dict()
+    state = {original: unet_state[dk] for original, dk in unet_key_map(unet).items()}
     state.update(_taesd_state(_random_fill(taesd, generator)))
     if spec.text_encoder:
         state.update(_clip_l_state(generator))
