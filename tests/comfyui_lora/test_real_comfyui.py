@@ -48,10 +48,13 @@ COMFYUI = Path(
 MODULES = 96
 REPO, FILE = "test-org/tiny-lcm-lora-sd15", "pytorch_lora_weights.safetensors"
 
-pytestmark = pytest.mark.skipif(
-    not (COMFYUI / "main.py").is_file(),
-    reason=f"no ComfyUI checkout at {COMFYUI} (set LCM_PLUGIN_COMFYUI_PATH to one)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not (COMFYUI / "main.py").is_file(),
+        reason=f"no ComfyUI checkout at {COMFYUI} (set LCM_PLUGIN_COMFYUI_PATH to one)",
+    ),
+    pytest.mark.slow,  # ~45 s on 2 cores: one ComfyUI process running every case
+]
 
 CASES = [
     ("kohya", "lcm_kohya.safetensors", "ours"),

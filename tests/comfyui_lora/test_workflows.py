@@ -27,7 +27,10 @@ from tests.comfyui_lora.lora_files import (
 hosts = pytest.importorskip(
     "tests.comfyui.hosts", reason="the shared ComfyUI test harness (tests/comfyui) is absent"
 )
-pytestmark = pytest.mark.skipif(bool(hosts.comfyui_problem()), reason=str(hosts.comfyui_problem()))
+pytestmark = [
+    pytest.mark.skipif(bool(hosts.comfyui_problem()), reason=str(hosts.comfyui_problem())),
+    pytest.mark.slow,  # ~100 s on 2 cores: two ComfyUI processes, a CLIP-L checkpoint
+]
 
 TE_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 LOADER = "LCMPluginLoraLoader"
