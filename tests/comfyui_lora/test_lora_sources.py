@@ -228,5 +228,7 @@ def test_the_loader_modules_import_only_torch_numpy_safetensors():
         "heavy = {'diffusers', 'peft', 'transformers', 'huggingface_hub', 'accelerate'}\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & heavy))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
     assert out.stdout.strip() == "[]"
