@@ -88,9 +88,19 @@ def extra_adapters() -> list[KnownAdapter]:
 
 
 def downloadable_adapters() -> list[KnownAdapter]:
-    """Registry LoRAs a host can download for an SD-family model, then the extra entries."""
-    built_in = [e for e in registry.all_adapters() if e.kind == "lora" and e.repo_id and e.arch in ARCHS]
-    return [*built_in, *extra_adapters()]
+    """Registry LoRAs a host can download for an SD-family model, then the extra entries.
+
+    An extra entry with a built-in name replaces that entry (a private mirror of it, or a test server), so
+    workflows saved with ``[download] <name>`` keep working against the mirror.
+    """
+    extras = extra_adapters()
+    replaced = {e.name for e in extras}
+    built_in = [
+        e
+        for e in registry.all_adapters()
+        if e.kind == "lora" and e.repo_id and e.arch in ARCHS and e.name not in replaced
+    ]
+    return [*built_in, *extras]
 
 
 def lora_choices(local_files: list[str]) -> list[str]:

@@ -232,3 +232,14 @@ def test_the_loader_modules_import_only_torch_numpy_safetensors():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_an_extra_entry_with_a_built_in_name_replaces_it(tmp_path, monkeypatch):
+    """A private mirror (or a test server) of a registry adapter keeps ``[download] <name>`` workflows working."""
+    data = lora_bytes(768)
+    path = tmp_path / "adapters.json"
+    monkeypatch.setenv(ADAPTERS_FILE_ENV, str(path))
+    registry_file(path, [_entry("lcm-lora-sd15", data)])
+    choice = parse_choice("[download] lcm-lora-sd15")
+    assert choice.adapter.repo_id == REPO and choice.adapter.sha256 == sha256(data)
+    assert lora_choices([]).count("[download] lcm-lora-sd15") == 1
