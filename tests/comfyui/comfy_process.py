@@ -139,6 +139,7 @@ def run_in_comfyui(
     nodes: str = "all",
     base_dir: Path | None = None,
     timeout: float = 600.0,
+    env: dict[str, str] | None = None,
 ) -> ComfyRun:
     """Run ``python script args`` inside ComfyUI (see the module docstring) and return what it handed back.
 
@@ -153,6 +154,7 @@ def run_in_comfyui(
         nodes: ``"all"``, ``"builtin"`` (no custom nodes) or ``"none"`` (nodes.py only) for ``boot()``.
         base_dir: the base directory to use (default: a fresh temporary one, removed afterwards).
         timeout: seconds before the child is killed (ComfyProcessError).
+        env: extra environment variables, applied last (they may undo child_env's, e.g. HF_HUB_OFFLINE="").
 
     Raises:
         ComfyProcessError: the child exited non-zero, timed out or wrote no result; the message has its log tail.
@@ -186,7 +188,7 @@ def run_in_comfyui(
             save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
             config["input_tensors"] = str(path)
         (work / "config.json").write_text(json.dumps(config))
-        env = child_env(base, {"LCM_HARNESS_CONFIG": str(work / "config.json")})
+        env = child_env(base, {"LCM_HARNESS_CONFIG": str(work / "config.json"), **(env or {})})
         env["PYTHONPATH"] = str(CHILD_DIR)
         log_path = work / "child.log"
         start = time.perf_counter()
@@ -232,6 +234,7 @@ def run_workflows(
     tensors: dict | None = None,
     comfy_args: tuple[str, ...] | list[str] = (),
     timeout: float = 600.0,
+    env: dict[str, str] | None = None,
 ) -> list[WorkflowResult]:
     """Run API-format ``prompts`` in one ComfyUI child process (harness nodes loaded) and return their results."""
     with tempfile.TemporaryDirectory(prefix="lcm_prompts_") as tmp:
@@ -246,6 +249,7 @@ def run_workflows(
             tensors=tensors,
             comfy_args=comfy_args,
             timeout=timeout,
+            env=env,
         )
     out = []
     for i, r in enumerate(run.data["results"]):

@@ -85,11 +85,13 @@ class ComfyServer:
         comfy_args: tuple[str, ...] | list[str] = (),
         ports: range = PORTS,
         startup_timeout: float = 180.0,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.base_dir = make_base_dir(
             Path(base_dir), custom_nodes=custom_nodes, harness_nodes=harness_nodes, models=models
         )
         self.comfy_args = list(comfy_args)
+        self.env = dict(env or {})  # applied last: may undo child_env's settings (e.g. HF_HUB_OFFLINE="")
         self.ports = ports
         self.startup_timeout = startup_timeout
         self.log_path = self.base_dir / "server.log"
@@ -142,7 +144,7 @@ class ComfyServer:
             self._proc = subprocess.Popen(
                 cmd,
                 cwd=str(self.base_dir),
-                env=child_env(self.base_dir),
+                env=child_env(self.base_dir, self.env),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
