@@ -133,6 +133,26 @@ def test_diffusers_single_file_loader_reads_the_same_unet(tiny_checkpoint, tmp_p
     assert all(torch.equal(a[k], b[k].float()) for k in a)
 
 
+def test_diffusers_single_file_loader_has_no_place_for_the_guidance_projection(tiny_checkpoint, tmp_path):
+    """Why the LCM Model node reads cond_proj from the file itself: diffusers' single-file UNet mapping has no entry
+    for it, so from_single_file with a plain SD config drops it silently (and with time_cond_proj_dim it cannot fill
+    the weight)."""
+    from diffusers import UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import DIFFUSERS_TO_LDM_MAPPING
+
+    ldm_key = LCM_COND_PROJ_KEY.removeprefix("model.diffusion_model.")
+    known = {v for part in DIFFUSERS_TO_LDM_MAPPING["unet"].values() for v in part.values()}
+    assert ldm_key not in known
+    ckpt = tiny_checkpoint("sd15_lcm")
+    plain = {**ckpt.spec.unet}
+    del plain["time_cond_proj_dim"]
+    UNet2DConditionModel.from_config(plain).save_config(tmp_path / "unet")
+    loaded = UNet2DConditionModel.from_single_file(str(ckpt.path), config=str(tmp_path), subfolder="unet")
+    assert loaded.time_embedding.cond_proj is None
+    twin = ckpt.diffusers_unet()
+    assert torch.equal(loaded.conv_in.weight.float(), twin.conv_in.weight)
+
+
 def test_checkpoint_sizes_and_build_times(tiny_checkpoint):
     sizes = {kind: tiny_checkpoint(kind).path.stat().st_size / 1e6 for kind in KINDS}
     assert 250 < sizes["sd15"] < 320 and 250 < sizes["sd15_lcm"] < 320

@@ -108,3 +108,50 @@ def test_browser_loads_queues_and_shows_the_image(comfy_server, tiny_checkpoint,
         assert [kind for kind, _ in page.dialogs()] == ["missing_nodes"]
     finally:
         page.close()
+
+
+def test_a_killed_test_run_leaves_no_server_behind(comfyui, tmp_path):
+    """SIGKILL the process that started a server (a cancelled CI job): the server dies with it (PDEATHSIG)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from tests.comfyui.hosts import REPO_ROOT
+
+    driver = tmp_path / "driver.py"
+    driver.write_text(
+        "import sys, time\n"
+        "from tests.comfyui.server import ComfyServer\n"
+        f"s = ComfyServer(base_dir={str(tmp_path / 'base')!r}, custom_nodes=()).start()\n"
+        "print(s.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(driver)], cwd=str(REPO_ROOT), stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )  # fmt: skip
+    try:
+        server_pid = int(proc.stdout.readline())
+        assert psutil.pid_exists(server_pid)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and _alive(server_pid):
+            time.sleep(0.2)
+        assert not _alive(server_pid)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

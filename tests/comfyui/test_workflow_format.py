@@ -137,7 +137,8 @@ def test_the_frontend_sends_back_the_api_twin(comfy_server, tiny_checkpoint, bro
     api = _img2img_api(tiny_checkpoint("sd15").name)
     page = browser.open(comfy_server)
     try:
-        page.load_workflow(api_to_ui(api, comfy_server.object_info()))
+        oi = comfy_server.object_info()
+        page.load_workflow(api_to_ui(api, oi))
         assert page.dialogs() == []
         sent = {
             k: {kk: vv for kk, vv in v.items() if kk != "_meta"} for k, v in page.graph_to_prompt().items()
@@ -146,3 +147,23 @@ def test_the_frontend_sends_back_the_api_twin(comfy_server, tiny_checkpoint, bro
         assert [str(e) for e in page.console_errors()] == []
     finally:
         page.close()
+
+
+def test_command_line_writes_and_checks_twins(tmp_path, capsys):
+    from tests.comfyui.workflow_format import main
+
+    (tmp_path / "api").mkdir()
+    api_file = tmp_path / "api" / "flow.json"
+    api_file.write_text(json.dumps(API))
+    info = tmp_path / "object_info.json"
+    info.write_text(json.dumps(OBJECT_INFO))
+    common = [str(api_file), "--out-dir", str(tmp_path), "--object-info", str(info)]
+    assert main(common + ["--check"]) == 1
+    assert f"{tmp_path / 'flow.json'}: missing" in capsys.readouterr().out
+    assert main(common) == 0
+    assert main(common + ["--check"]) == 0
+    edited = {**API, "3": {**API["3"], "inputs": {**API["3"]["inputs"], "steps": 8}}}
+    api_file.write_text(json.dumps(edited))
+    capsys.readouterr()
+    assert main(common + ["--check"]) == 1
+    assert "node 3 input 'steps': UI 4 vs API 8" in capsys.readouterr().out

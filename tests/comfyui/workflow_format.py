@@ -12,8 +12,14 @@ links table). ``api_to_ui(api, object_info)`` builds the second from the first a
 - positions: one column per graph depth (left to right), nodes stacked in each column;
 - ``_meta.title`` becomes the node title.
 
-``ui_to_api`` is the inverse for graphs this module writes (it reads the same rules back), so tests can check that
-``workflows/*.json`` and ``workflows/api/*.json`` agree. The browser round trip (load the UI file in the real
+``ui_to_api`` is the inverse (it reads the same rules back; it also reads what the frontend itself saves, as long as
+there are no muted/bypassed nodes, reroutes, legacy PrimitiveNode widgets, groups with nodes inside subgraphs), and
+``twin_differences`` lists where ``workflows/*.json`` and ``workflows/api/*.json`` disagree. Command line:
+
+    python -m tests.comfyui.workflow_format workflows/api/*.json --out-dir workflows            # write UI twins
+    python -m tests.comfyui.workflow_format workflows/api/*.json --out-dir workflows --check    # exit 1 if out of sync
+
+(without ``--object-info FILE`` it starts a ComfyUI with this repository's nodes to read /object_info). The browser round trip (load the UI file in the real
 frontend, ``app.graphToPrompt()``) is the independent check of these rules (test_workflow_format.py).
 """
 
@@ -196,3 +202,70 @@ def convert_file(api_path: str | Path, ui_path: str | Path, object_info: dict) -
         f.write("\n")
     os.replace(tmp, ui_path)
     return ui_path
+
+
+def twin_differences(ui: dict, api: dict, object_info: dict) -> list[str]:
+    """How a UI workflow and its API twin disagree (node ids, class types, input values); [] when in sync."""
+    got = ui_to_api(ui, object_info)
+    diffs = [f"node {k}: only in the UI file" for k in sorted(set(got) - set(api))]
+    diffs += [f"node {k}: only in the API file" for k in sorted(set(api) - set(got))]
+    for k in sorted(set(got) & set(api), key=int):
+        if got[k]["class_type"] != api[k]["class_type"]:
+            diffs.append(
+                f"node {k}: {got[k]['class_type']} in the UI file, {api[k]['class_type']} in the API file"
+            )
+            continue
+        for name in sorted(set(got[k]["inputs"]) | set(api[k]["inputs"])):
+            a, b = got[k]["inputs"].get(name), api[k]["inputs"].get(name)
+            if a != b and not (b is None and name not in api[k]["inputs"] and _is_widget_default(a)):
+                diffs.append(f"node {k} input {name!r}: UI {a!r} vs API {b!r}")
+    return diffs
+
+
+def _is_widget_default(value) -> bool:
+    """An input the API file leaves out may appear in the UI file with its default (ui_to_api writes defaults)."""
+    return not _is_link(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tests.comfyui.workflow_format [--check] [--object-info FILE] API.json... --out-dir DIR``."""
+    import argparse
+    import sys
+    import tempfile
+
+    parser = argparse.ArgumentParser(description="Write (or --check) the UI twins of API-format workflows.")
+    parser.add_argument("api_files", nargs="+", type=Path)
+    parser.add_argument(
+        "--out-dir", type=Path, required=True, help="folder of the UI files (same file names)"
+    )
+    parser.add_argument("--object-info", type=Path, help="saved /object_info JSON; default: start a ComfyUI")
+    parser.add_argument("--check", action="store_true", help="only report UI files out of sync (exit 1)")
+    args = parser.parse_args(argv)
+    if args.object_info:
+        object_info = json.loads(args.object_info.read_text())
+    else:
+        from tests.comfyui.server import ComfyServer
+
+        with tempfile.TemporaryDirectory() as tmp, ComfyServer(base_dir=tmp) as server:
+            object_info = server.object_info()
+    status = 0
+    for api_path in args.api_files:
+        ui_path = args.out_dir / api_path.name
+        if args.check:
+            api = json.loads(api_path.read_text())
+            if not ui_path.is_file():
+                print(f"{ui_path}: missing (twin of {api_path})")
+                status = 1
+                continue
+            for diff in twin_differences(json.loads(ui_path.read_text()), api, object_info):
+                print(f"{ui_path}: {diff}")
+                status = 1
+        else:
+            convert_file(api_path, ui_path, object_info)
+            print(f"wrote {ui_path}")
+    sys.stdout.flush()
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
