@@ -29,6 +29,8 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from lcm_plugin import core
 
+INITIAL_NOISE = ("pure", "sigma_max")
+
 
 @dataclass
 class LCMPluginSchedulerOutput(BaseOutput):
@@ -64,6 +66,16 @@ class LCMPluginScheduler(SchedulerMixin, ConfigMixin):
         rescale_betas_zero_snr (`bool`, defaults to False): rescale betas to zero terminal SNR.
         gamma (`float`, defaults to 1.0): re-noise strength in [0, 1]; 1 is LCM, 0 is deterministic, TCD
             recommends 0.3.
+        consistency (`str`, defaults to `"lcm"`): the update. `lcm` is `diffusers.LCMScheduler`'s (boundary
+            condition, the last step returns x0; with gamma = 0 and no boundary condition it is the DDIM/Euler
+            ODE step to x0). `tcd` is `diffusers.TCDScheduler`'s strategic stochastic sampling with eta = gamma
+            (no boundary condition, s = floor((1 - gamma) * t_next), the last step returns the sample at
+            timestep 0; with gamma = 0 it is `DDIMScheduler`'s eta = 0 step with `set_alpha_to_one=False`).
+        boundary_condition (`bool`, defaults to True): apply LCM's c_skip/c_out (only with `consistency="lcm"`);
+            False for models that are not consistency models (SDXL-Lightning's Euler recipe).
+        initial_noise (`str`, defaults to `"pure"`): text-to-image start. `pure`: the latent is the noise itself
+            (LCM, TCD, DDIM pipelines). `sigma_max`: k-diffusion's x_T = sigma_T * noise, i.e. the latent is
+            sqrt(1 - abar_T) * noise, as `EulerDiscreteScheduler` with trailing spacing starts (SDXL-Lightning).
     """
 
     order = 1
@@ -87,20 +99,35 @@ class LCMPluginScheduler(SchedulerMixin, ConfigMixin):
         sigma_data: float = 0.5,
         rescale_betas_zero_snr: bool = False,
         gamma: float = 1.0,
+        consistency: str = "lcm",
+        boundary_condition: bool = True,
+        initial_noise: str = "pure",
     ):
         core.check_prediction_type(prediction_type)
         core.check_gamma(gamma)
+        core.check_consistency(consistency)
+        if initial_noise not in INITIAL_NOISE:
+            raise ValueError(
+                f"initial_noise {initial_noise!r} is not supported; use 'pure' (LCM/TCD/DDIM) or 'sigma_max' "
+                "(x_T = sigma_T * noise, diffusers' Euler schedulers)."
+            )
         core.training_grid(original_inference_steps, num_train_timesteps)  # validates N against T
         self.betas = core.make_betas(
             num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas, rescale_betas_zero_snr
         )
         self.alphas = 1.0 - self.betas
         self.alphas_cumprod = core.alphas_cumprod_from_betas(self.betas)
-        self.init_noise_sigma = 1.0
         self.num_inference_steps: int | None = None
         self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1, dtype=torch.long)
         self._step_index: int | None = None
         self._begin_index: int | None = None
+
+    @property
+    def init_noise_sigma(self) -> float:
+        """The factor pipelines multiply the starting noise by (1, or sqrt(1 - abar_T) for ``sigma_max``)."""
+        if self.config.initial_noise == "pure":
+            return 1.0
+        return float((1 - self.alphas_cumprod[int(self.timesteps[0])]).sqrt())
 
     # -- step bookkeeping (the contract diffusers pipelines rely on) ---------------------------------
     @property
@@ -215,35 +242,70 @@ class LCMPluginScheduler(SchedulerMixin, ConfigMixin):
         elif cfg.clip_sample:
             x0 = x0.clamp(-cfg.clip_sample_range, cfg.clip_sample_range)
 
-        # 2. Boundary condition: f(x, t) = c_skip x + c_out x0 (paper eq. 5).
-        denoised = core.consistency_output(
-            sample, x0, timestep, sigma_data=cfg.sigma_data, timestep_scaling=cfg.timestep_scaling
-        )
-
-        # 3. Re-noise to the next grid timestep, unless this was the last step.
         next_index = self._step_index + 1
-        if next_index < len(self.timesteps):
-            next_timestep = int(self.timesteps[next_index])
-            noise = None
-            if cfg.gamma > 0:
-                noise = randn_tensor(
-                    model_output.shape, generator=generator, device=model_output.device, dtype=denoised.dtype
-                )
-            s = core.intermediate_timestep(next_timestep, cfg.gamma)
-            prev_sample = core.renoise(
-                denoised,
-                noise,
-                self.alphas_cumprod[next_timestep],
-                sample=sample,
-                alpha_prod_t=alpha_prod_t,
-                alpha_prod_s=None if s < 0 else self.alphas_cumprod[s],
+        if cfg.consistency == "tcd":
+            prev_sample, denoised = self._tcd_update(
+                x0, sample, alpha_prod_t, next_index, model_output, generator
             )
         else:
-            prev_sample = denoised
+            prev_sample, denoised = self._lcm_update(
+                x0, sample, alpha_prod_t, timestep, next_index, model_output, generator
+            )
         self._step_index += 1
         if not return_dict:
             return prev_sample, denoised
         return LCMPluginSchedulerOutput(prev_sample=prev_sample, denoised=denoised)
+
+    def _noise(
+        self, model_output: torch.Tensor, generator: torch.Generator | None, dtype: torch.dtype
+    ) -> torch.Tensor:
+        return randn_tensor(model_output.shape, generator=generator, device=model_output.device, dtype=dtype)
+
+    def _lcm_update(self, x0, sample, alpha_prod_t, timestep, next_index, model_output, generator):
+        """LCM (paper Algorithm 3): boundary condition, then re-noise to the next timestep (gamma: TCD-style)."""
+        cfg = self.config
+        # 2. Boundary condition: f(x, t) = c_skip x + c_out x0 (paper eq. 5).
+        denoised = x0
+        if cfg.boundary_condition:
+            denoised = core.consistency_output(
+                sample, x0, timestep, sigma_data=cfg.sigma_data, timestep_scaling=cfg.timestep_scaling
+            )
+        # 3. Re-noise to the next grid timestep, unless this was the last step.
+        if next_index >= len(self.timesteps):
+            return denoised, denoised
+        next_timestep = int(self.timesteps[next_index])
+        noise = self._noise(model_output, generator, denoised.dtype) if cfg.gamma > 0 else None
+        s = core.intermediate_timestep(next_timestep, cfg.gamma)
+        prev_sample = core.renoise(
+            denoised,
+            noise,
+            self.alphas_cumprod[next_timestep],
+            sample=sample,
+            alpha_prod_t=alpha_prod_t,
+            alpha_prod_s=None if s < 0 else self.alphas_cumprod[s],
+        )
+        return prev_sample, denoised
+
+    def _tcd_update(self, x0, sample, alpha_prod_t, next_index, model_output, generator):
+        """TCD (Zheng et al. 2024, Algorithm 4): DDIM to s = floor((1 - gamma) t_next), then noise up to t_next.
+
+        As ``diffusers.TCDScheduler``: no boundary condition, and the last step (t_next = 0) returns the sample
+        at timestep 0. Noise is drawn on every step but the last when gamma > 0.
+        """
+        cfg = self.config
+        last = next_index >= len(self.timesteps)
+        next_timestep = 0 if last else int(self.timesteps[next_index])
+        alpha_prod_s = self.alphas_cumprod[core.tcd_intermediate_timestep(next_timestep, cfg.gamma)]
+        if last or cfg.gamma == 0:
+            noise, alpha_prod_next = None, alpha_prod_s
+        else:
+            noise, alpha_prod_next = (
+                self._noise(model_output, generator, x0.dtype),
+                self.alphas_cumprod[next_timestep],
+            )
+        eps = core.predicted_epsilon(model_output, sample, alpha_prod_t, cfg.prediction_type)
+        prev_sample = core.renoise(x0, noise, alpha_prod_next, alpha_prod_s=alpha_prod_s, noise_estimate=eps)
+        return prev_sample, x0
 
     def add_noise(
         self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor

@@ -77,6 +77,8 @@ def snap_to_training_sigmas(
     LCM is defined on the discrete training timesteps and distilled on the grid of ``original_inference_steps``.
     Sigmas from another schedule (karras, normal, sgm_uniform, ...) are moved to the nearest training timestep,
     with one warning that names the grid; sigmas from :func:`lcm_sigmas` pass unchanged and silently.
+    An adapter's own explicit timesteps (Hyper-SD's [800]) pass silently with ``original_inference_steps=1000``
+    (k = 1: every training timestep is on that grid).
     """
     sigmas = _checked_sigmas(sigmas)
     positive = sigmas[sigmas > 0]
@@ -123,6 +125,7 @@ def sample_lcm(
     timestep_scaling: float = 10.0,
     original_inference_steps: int = 50,
     apply_boundary_condition: bool = True,
+    consistency: str = "lcm",
 ) -> torch.Tensor:
     """Multistep LCM sampling (LCM paper Algorithm 3) with TCD's gamma, on the k-diffusion contract.
 
@@ -140,11 +143,17 @@ def sample_lcm(
         gamma: 1 = LCM (default), 0 = deterministic, in between = TCD (0.3 recommended there).
         alphas_cumprod: the model's cumulative alphas, to map sigmas to timesteps; default SD's schedule.
         sigma_data, timestep_scaling: boundary-condition constants (0.5 and 10 for every public LCM).
-        original_inference_steps: N, the distillation grid the sigmas are checked against (warning only).
+        original_inference_steps: N, the distillation grid the sigmas are checked against (warning only); 1000
+            for an adapter's own explicit timesteps (every training timestep is on that grid).
         apply_boundary_condition: False when the host's denoiser already returns f(x, t) (ComfyUI's
-            ModelSamplingDiscrete "lcm"); the condition must never be applied twice.
+            ModelSamplingDiscrete "lcm"), or for a model that is not a consistency model (SDXL-Lightning's
+            Euler recipe: gamma 0 without it is exactly the Euler/DDIM step to x0); never apply it twice.
+        consistency: ``"lcm"`` (the LCM update above) or ``"tcd"``: ``diffusers.TCDScheduler``'s update with
+            eta = gamma (no boundary condition, s = floor((1 - gamma) * t_next), the last step ends at timestep 0
+            and returns that sample in the host's latent units; gamma 0 is DDIM eta 0 to timestep 0).
     """
     core.check_gamma(gamma)
+    core.check_consistency(consistency)
     extra_args = {} if extra_args is None else extra_args
     if alphas_cumprod is None:
         alphas_cumprod = core.sd_alphas_cumprod()
@@ -159,6 +168,22 @@ def sample_lcm(
         # The boundary condition is defined in the VP space of diffusers: x_vp = sqrt(abar) * x_ve.
         alpha_prod_t = 1 / (1 + sigma.to(x.dtype) ** 2)
         x_vp = x * alpha_prod_t.sqrt()
+        if consistency == "tcd":
+            if callback is not None:
+                callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})
+            x = _tcd_step(
+                denoised,
+                x_vp,
+                alpha_prod_t,
+                sigma,
+                sigma_next,
+                timesteps,
+                i,
+                gamma,
+                alphas_cumprod,
+                noise_sampler,
+            )
+            continue
         if apply_boundary_condition:
             denoised = core.consistency_output(
                 x_vp, denoised, timesteps[i], sigma_data=sigma_data, timestep_scaling=timestep_scaling
@@ -182,3 +207,21 @@ def sample_lcm(
         )
         x = x_vp / alpha_prod_next.sqrt()
     return x
+
+
+def _tcd_step(
+    denoised, x_vp, alpha_prod_t, sigma, sigma_next, timesteps, i, gamma, alphas_cumprod, noise_sampler
+):
+    """One TCD update in sigma space; the last one returns the VP sample at timestep 0 (= diffusers' latents)."""
+    last = bool(sigma_next == 0)
+    next_timestep = 0 if last else timesteps[i + 1]
+    s = core.tcd_intermediate_timestep(next_timestep, gamma)
+    alpha_prod_s = alphas_cumprod[s].to(device=x_vp.device, dtype=x_vp.dtype)
+    if last or gamma == 0:
+        noise, alpha_prod_next = None, alpha_prod_s
+    else:
+        noise, alpha_prod_next = noise_sampler(sigma, sigma_next), 1 / (1 + sigma_next.to(x_vp.dtype) ** 2)
+    x_next = core.renoise(
+        denoised, noise, alpha_prod_next, sample=x_vp, alpha_prod_t=alpha_prod_t, alpha_prod_s=alpha_prod_s
+    )
+    return x_next if last else x_next / alpha_prod_next.sqrt()

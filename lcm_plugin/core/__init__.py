@@ -6,12 +6,26 @@ from lcm_plugin.core.consistency import (
     check_prediction_type,
     consistency_output,
     dynamic_threshold,
+    predicted_epsilon,
     predicted_noise,
     predicted_original_sample,
 )
-from lcm_plugin.core.grid import lcm_timesteps, training_grid, validate_custom_timesteps
+from lcm_plugin.core.grid import (
+    lcm_timesteps,
+    strength_tail,
+    trailing_timesteps,
+    training_grid,
+    validate_custom_timesteps,
+)
 from lcm_plugin.core.guidance import guidance_scale_embedding, guided
-from lcm_plugin.core.multistep import check_gamma, intermediate_timestep, renoise
+from lcm_plugin.core.multistep import (
+    CONSISTENCY_FUNCTIONS,
+    check_consistency,
+    check_gamma,
+    intermediate_timestep,
+    renoise,
+    tcd_intermediate_timestep,
+)
 from lcm_plugin.core.noise_schedule import (
     alphas_cumprod_from_betas,
     alphas_cumprod_from_sigmas,
@@ -26,6 +40,11 @@ from lcm_plugin.core.solvers import SOLVERS, check_solver, ddim_step, dpmpp_2m_s
 from lcm_plugin.core.step_noise import seeded_step_noise
 
 __all__ = [
+    "CONSISTENCY_FUNCTIONS",
+    "check_consistency",
+    "strength_tail",
+    "tcd_intermediate_timestep",
+    "trailing_timesteps",
     "PREDICTION_TYPES",
     "SOLVERS",
     "check_solver",
@@ -45,6 +64,7 @@ __all__ = [
     "lcm_timesteps",
     "make_betas",
     "nearest_timesteps",
+    "predicted_epsilon",
     "predicted_noise",
     "predicted_original_sample",
     "renoise",

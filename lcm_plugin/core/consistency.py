@@ -57,6 +57,21 @@ def predicted_noise(sample: torch.Tensor, denoised: torch.Tensor, alpha_prod_t: 
     return (sample - alpha_prod_t.sqrt() * denoised) / (1 - alpha_prod_t).sqrt()
 
 
+def predicted_epsilon(
+    model_output: torch.Tensor, sample: torch.Tensor, alpha_prod_t: torch.Tensor, prediction_type: str
+) -> torch.Tensor:
+    """The noise estimate from the model output, per parameterisation (as ``diffusers.TCDScheduler``):
+    epsilon: the output itself; v: sqrt(abar) v + sqrt(1-abar) x; sample: (x - sqrt(abar) x0) / sqrt(1-abar)."""
+    if prediction_type == "epsilon":
+        return model_output
+    if prediction_type == "v_prediction":
+        return alpha_prod_t.sqrt() * model_output + (1 - alpha_prod_t).sqrt() * sample
+    if prediction_type == "sample":
+        return predicted_noise(sample, model_output, alpha_prod_t)
+    check_prediction_type(prediction_type)
+    raise AssertionError("unreachable")
+
+
 def dynamic_threshold(sample: torch.Tensor, ratio: float = 0.995, max_value: float = 1.0) -> torch.Tensor:
     """Dynamic thresholding of x0 (Saharia et al. 2022, Imagen, section 2.3): clamp each sample to its
     ``ratio`` quantile of |x0| (at least 1, at most ``max_value``) and rescale into [-1, 1]."""

@@ -109,3 +109,35 @@ def validate_custom_timesteps(
             f"strength {strength} keeps none of the {len(values)} custom timesteps; raise strength or pass more timesteps."
         )
     return values[len(values) - keep :].copy()
+
+
+def trailing_timesteps(num_inference_steps: int, num_train_timesteps: int = 1000) -> np.ndarray:
+    """Descending "trailing" timesteps (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are
+    Flawed", Table 2): round(arange(T, 0, -T/n)) - 1, the spacing diffusers' DDIM/Euler schedulers use with
+    ``timestep_spacing="trailing"`` (SDXL-Lightning, Hyper-SD N-step LoRAs).
+
+    When n divides T this is exactly the LCM grid of N = n (4 steps -> [999, 749, 499, 249]).
+    """
+    if not 1 <= num_inference_steps <= num_train_timesteps:
+        raise ValueError(
+            f"num_inference_steps must be in [1, {num_train_timesteps}] (the training timesteps), got {num_inference_steps}."
+        )
+    step_ratio = num_train_timesteps / num_inference_steps
+    return np.round(np.arange(num_train_timesteps, 0, -step_ratio)).astype(np.int64) - 1
+
+
+def strength_tail(timesteps: Sequence[int], strength: float) -> np.ndarray:
+    """The img2img part of a fixed timestep list: its last int(n * strength) entries (diffusers' img2img rule).
+
+    For adapters distilled on exactly these timesteps (SDXL-Lightning, Hyper-SD, DMD2) img2img can only use a
+    tail of them: 4 steps [999, 749, 499, 249] at strength 0.5 -> [499, 249].
+    """
+    _check_strength(strength)
+    values = np.asarray(list(timesteps), dtype=np.int64)
+    keep = min(int(len(values) * strength), len(values))
+    if keep == 0:
+        raise ValueError(
+            f"strength {strength} keeps none of the {len(values)} timesteps {values.tolist()} (their last "
+            f"int({len(values)} * strength)); use a strength of at least {1 / len(values):g}."
+        )
+    return values[len(values) - keep :].copy()
