@@ -322,13 +322,16 @@ def check_file_name(name: str, url: str | None = None) -> None:
 def download_from_hub(repo_id: str, filename: str, *, revision: str = "main") -> Path:
     """Fetch one file into the Hugging Face cache (resumable) and return its cache path.
 
-    Honours ``HF_ENDPOINT``, ``HF_TOKEN``, ``HF_HUB_CACHE`` and ``HF_HUB_OFFLINE`` as set when called.
+    Honours ``HF_ENDPOINT``, ``HF_TOKEN``, ``HF_HUB_CACHE`` and ``HF_HUB_OFFLINE`` as set when called (but
+    huggingface_hub reads ``HF_HUB_OFFLINE`` once, at import, and stays offline after that: see Raises).
 
     Raises:
         FileNotFoundError: offline and not cached (the message names the missing file), or not on the Hub.
-        RuntimeError: the Hub could not be reached or refused access.
+        RuntimeError: the Hub could not be reached or refused access, or ``HF_HUB_OFFLINE`` was unset after
+            huggingface_hub was imported with it set (that process stays offline).
     """
     try:
+        from huggingface_hub import constants as hub_constants
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import (
             EntryNotFoundError,
@@ -343,6 +346,11 @@ def download_from_hub(repo_id: str, filename: str, *, revision: str = "main") ->
     offline = _env_true("HF_HUB_OFFLINE")
     cache_dir = os.environ.get("HF_HUB_CACHE") or None
     what = f"{repo_id}/{filename} (revision {revision})"
+    if not offline and hub_constants.is_offline_mode():
+        raise RuntimeError(
+            f"cannot download {what}: huggingface_hub was imported while HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) "
+            "was set and stays offline in this process; start a new process without it, or use --no-hub"
+        )
     try:
         return Path(
             hf_hub_download(

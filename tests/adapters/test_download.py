@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import constants as hub_constants
 from safetensors.torch import save as st_save
 
 from lcm_plugin.adapters import registry
@@ -50,6 +51,9 @@ def hub_env(tmp_path, monkeypatch, server):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_TOKEN", raising=False)
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import: other test packages' conftests set it before that
+    # import (tests/training, tests/toy, tests/cli), which would leave the hub offline whatever the env says now.
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
     data = lora_bytes(768)
     sha = hashlib.sha256(data).hexdigest()
     server.add_hub_file(REPO, FILE, data, etag=sha)
@@ -163,6 +167,15 @@ def test_offline_mode_uses_the_cache_or_names_what_is_missing(tmp_path, server, 
     seen = len(server.requests)
     result = download_adapter("tiny", tmp_path / "b", progress=False)
     assert result.path.read_bytes() == data and len(server.requests) == seen
+
+
+def test_hub_left_offline_at_import_is_named(tmp_path, server, hub_env, monkeypatch):
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)  # imported with HF_HUB_OFFLINE=1, unset since
+    with pytest.raises(
+        RuntimeError, match="huggingface_hub was imported while HF_HUB_OFFLINE .* start a new process"
+    ):
+        download_adapter("tiny", tmp_path, progress=False)
+    assert server.requests == [] and not (tmp_path / "tiny.safetensors").exists()
 
 
 def test_no_hub_download_uses_hf_endpoint_urls(tmp_path, server, hub_env, monkeypatch):
