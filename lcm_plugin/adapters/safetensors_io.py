@@ -1,4 +1,4 @@
-"""Safe reading and atomic writing of ``.safetensors`` adapter files.
+"""Safe reading and atomic writing of ``.safetensors`` files (adapters, checkpoints, caches).
 
 Only the safetensors format is ever read. Pickle-based files (``.bin``, ``.ckpt``, ``.pt``) are refused by
 their magic bytes *before* anything is deserialised, and truncated files are caught from the header (the
@@ -81,7 +81,7 @@ def read_header(path: str | os.PathLike) -> SafetensorsHeader:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"adapter file not found: {path}")
+        raise FileNotFoundError(f"file not found: {path}")
     size = path.stat().st_size
     with path.open("rb") as fh:
         head = fh.read(8)
@@ -96,7 +96,7 @@ def read_header(path: str | os.PathLike) -> SafetensorsHeader:
         if n == 0 or n > MAX_HEADER_BYTES:
             raise ValueError(
                 f"{path.name} is not a safetensors file (its first 8 bytes are not a header length); "
-                "only .safetensors adapters are supported"
+                "only .safetensors files are read"
             )
         if 8 + n > size:
             raise ValueError(

@@ -59,7 +59,8 @@ ROWS = [
     Row("gen-model-truncated", lambda w, t: ["generate", "--model", str(w.truncated), *PROMPT],
         r"truncated\.safetensors is truncated: .*Download or export it again"),
     Row("gen-model-garbage", lambda w, t: ["generate", "--model", str(w.garbage), *PROMPT],
-        r"garbage\.safetensors is not a safetensors file"),
+        r"garbage\.safetensors is not a safetensors file \(its first 8 bytes are not a header length\); only "
+        r"\.safetensors files are read\. Download or export it again\.$"),
     Row("gen-model-empty-file", lambda w, t: ["generate", "--model", str(w.empty), *PROMPT],
         r"empty\.safetensors is truncated or empty \(0 bytes\)"),
     Row("gen-model-is-a-lora", lambda w, t: ["generate", "--model", str(w.lora), *PROMPT],
