@@ -18,6 +18,10 @@ Kinds (``SPECS``):
   all three levels), TAESD VAE, and NO text encoders: ComfyUI's SDXL CLIP is a full CLIP-L + OpenCLIP-bigG built
   from fixed configs (~817M parameters, ~1.6 GB fp16), too big to generate per CI run. ComfyUI loads the file with
   ``clip = None``; tests feed conditioning tensors instead (see ``comfy_process`` harness nodes).
+- ``sdxl_full`` (opt-in, not built by default): the same UNet plus ComfyUI's SDXL text encoders (random CLIP-L and
+  OpenCLIP-bigG, 818M parameters), so CheckpointLoaderSimple -> CLIPTextEncode works on it. Measured 2026-12-02 on
+  this 2-core machine: 1.81 GB file, built in ~25 s; ComfyUI loads it in 3.6 s and each CLIPTextEncode takes 3.4 s
+  (fp16 text encoders on CPU), child peak RSS 4.6 GB. Its text encoders have no diffusers twin here.
 
 The UNet and CLIP-L are converted to the original layout with ``lora_training.single_file`` (the project's one
 diffusers -> original converter); TAESD keys follow ComfyUI's ``comfy.taesd.taesd.TAESD`` (diffusers'
@@ -39,6 +43,7 @@ from lora_training.single_file import (
     UNET_PREFIX,
     VAE_PREFIX,
     _rename,  # the converter's module-prefix renamer (no public per-UNet entry point yet)
+    open_clip_to_original,
     openai_clip_to_original,
     unet_module_map,
 )
@@ -85,6 +90,17 @@ CLIP_L_CONFIG = {
     "hidden_act": "quick_gelu",
     "projection_dim": 768,
 }
+# ComfyUI's comfy/clip_config_bigg.json (OpenCLIP ViT-bigG/14 text tower, SDXL's second encoder).
+CLIP_G_CONFIG = {
+    "vocab_size": 49408,
+    "hidden_size": 1280,
+    "intermediate_size": 5120,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 20,
+    "max_position_embeddings": 77,
+    "hidden_act": "gelu",
+    "projection_dim": 1280,
+}
 
 
 @dataclass(frozen=True)
@@ -95,7 +111,7 @@ class CheckpointSpec:
     unet: dict
     comfy_model_class: str  # class name in comfy.supported_models that detection must pick
     comfy_model_base: str  # class name in comfy.model_base of the loaded model
-    text_encoder: bool
+    text_encoder: str | None  # None, "sd15" (CLIP-L) or "sdxl" (CLIP-L + OpenCLIP-bigG)
     seed: int
     expected_unexpected_unet_keys: tuple[str, ...] = field(default=())
 
@@ -105,18 +121,20 @@ class CheckpointSpec:
 
 
 SPECS: dict[str, CheckpointSpec] = {
-    "sd15": CheckpointSpec("sd15", _SD15_UNET, "SD15", "BaseModel", True, seed=15),
+    "sd15": CheckpointSpec("sd15", _SD15_UNET, "SD15", "BaseModel", "sd15", seed=15),
     "sd15_lcm": CheckpointSpec(
         "sd15_lcm",
         {**_SD15_UNET, "time_cond_proj_dim": 256},
         "SD15",
         "BaseModel",
-        True,
+        "sd15",
         seed=16,
         expected_unexpected_unet_keys=(_DIFFUSERS_COND_PROJ,),
     ),
-    "sdxl": CheckpointSpec("sdxl", _VEGA_UNET, "Segmind_Vega", "SDXL", False, seed=17),
+    "sdxl": CheckpointSpec("sdxl", _VEGA_UNET, "Segmind_Vega", "SDXL", None, seed=17),
+    "sdxl_full": CheckpointSpec("sdxl_full", _VEGA_UNET, "Segmind_Vega", "SDXL", "sdxl", seed=17),
 }
+DEFAULT_KINDS = ("sd15", "sd15_lcm", "sdxl")  # what the harness tests build; sdxl_full is opt-in (size, time)
 
 
 @dataclass(frozen=True)
@@ -154,6 +172,11 @@ class TinyCheckpoint:
         """A transformers CLIPTextModel with the file's CLIP-L tensors, or None for a file without text encoder."""
         if not self.spec.text_encoder:
             return None
+        if self.spec.text_encoder != "sd15":
+            raise ValueError(
+                f"{self.kind}: its SDXL text encoders have no diffusers twin here; feed conditioning tensors "
+                "(comfy_process.tensor_conditioning) to compare with diffusers"
+            )
         from safetensors import safe_open
         from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -207,7 +230,9 @@ def build_checkpoint(kind: str, directory: str | Path) -> TinyCheckpoint:
     state = {original: unet_state[dk] for original, dk in unet_key_map(unet).items()}
     state.update(_taesd_state(_random_fill(taesd, generator)))
     if spec.text_encoder:
-        state.update(_clip_l_state(generator))
+        state.update(_clip_l_state(generator, TEXT_PREFIXES[spec.text_encoder][0]))
+    if spec.text_encoder == "sdxl":
+        state.update(_clip_g_state(generator, TEXT_PREFIXES["sdxl"][1]))
     meta = {
         "lcm_plugin.test_builder": BUILDER_VERSION,
         "lcm_plugin.test_checkpoint": kind,
@@ -251,15 +276,29 @@ def _taesd_state(taesd) -> dict[str, torch.Tensor]:
     return out
 
 
-def _clip_l_state(generator: torch.Generator) -> dict[str, torch.Tensor]:
+def _clip_l_state(generator: torch.Generator, prefix: str) -> dict[str, torch.Tensor]:
     from transformers import CLIPTextConfig, CLIPTextModel
 
     with torch.device("meta"):
         clip = CLIPTextModel(CLIPTextConfig(**CLIP_L_CONFIG))
     clip = _random_fill(clip, generator)
     _reset_position_ids(clip)
-    prefix = TEXT_PREFIXES["sd15"][0]
     return {prefix + k: v for k, v in openai_clip_to_original(clip).items() if not k.endswith("position_ids")}
+
+
+def _clip_g_state(generator: torch.Generator, prefix: str) -> dict[str, torch.Tensor]:
+    """OpenCLIP-bigG (ComfyUI's comfy/clip_config_bigg.json), built in fp16 to keep the peak memory down."""
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    with torch.device("meta"):
+        clip = CLIPTextModelWithProjection(CLIPTextConfig(**CLIP_G_CONFIG)).to(torch.float16)
+    clip = _random_fill(clip, generator)
+    _reset_position_ids(clip)
+    return {
+        prefix + k: v.contiguous()
+        for k, v in open_clip_to_original(clip).items()
+        if not k.endswith("position_ids")
+    }
 
 
 def _position_ids() -> torch.Tensor:

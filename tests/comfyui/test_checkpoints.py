@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.comfyui.checkpoints import LCM_COND_PROJ_KEY, SPECS
-from tests.comfyui.comfy_process import run_in_comfyui
+from tests.comfyui.checkpoints import DEFAULT_KINDS, LCM_COND_PROJ_KEY
+from tests.comfyui.comfy_process import run_in_comfyui, run_workflows
+from tests.comfyui.core_prompts import txt2img_prompt
 
-KINDS = tuple(SPECS)
+KINDS = DEFAULT_KINDS
 
 
 def _unet_inputs(ckpt, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -79,7 +80,7 @@ def test_comfyui_detects_the_family_and_loads_every_unet_key(comfy_loads, kind):
     assert report["missing_unet_keys"] == []
     assert report["unexpected_unet_keys"] == list(spec.expected_unexpected_unet_keys)
     assert report["vae"] == "TAESD"
-    assert (report["clip"] is not None) == spec.text_encoder
+    assert report["clip"] == {None: None, "sd15": "SD1ClipModel", "sdxl": "SDXLClipModel"}[spec.text_encoder]
     unet_warnings = [
         msg for level, msg in report["log"] if msg.startswith(("unet missing", "unet unexpected"))
     ]
@@ -163,3 +164,27 @@ def test_checkpoint_sizes_and_build_times(tiny_checkpoint):
         from tests.comfyui.checkpoints import build_checkpoint
 
         build_checkpoint("sd3", ".")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not __import__("os").environ.get("LCM_PLUGIN_TEST_SDXL_FULL"),
+    reason="sdxl_full (1.8 GB, ~25 s to build, ~5 GB RAM) is opt-in: set LCM_PLUGIN_TEST_SDXL_FULL=1",
+)
+def test_sdxl_with_text_encoders_runs_a_core_txt2img(tiny_checkpoint):
+    ckpt = tiny_checkpoint("sdxl_full")
+    run = run_in_comfyui(
+        "load_checkpoints.py", ckpt.name, custom_nodes=(), models={"checkpoints": [ckpt.path]}, nodes="none"
+    )
+    report = run.data[ckpt.name]
+    assert (report["model_config"], report["clip"], report["vae"]) == (
+        "Segmind_Vega",
+        "SDXLClipModel",
+        "TAESD",
+    )
+    assert report["missing_unet_keys"] == [] and report["unexpected_unet_keys"] == []
+    assert not [m for _, m in report["log"] if m.startswith("clip missing")]
+    [result] = run_workflows(
+        [txt2img_prompt(ckpt.name, steps=1)], custom_nodes=(), models={"checkpoints": [ckpt.path]}
+    )
+    assert result.success and len(result.images()) == 1
