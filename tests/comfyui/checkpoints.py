@@ -16,12 +16,13 @@ Kinds (``SPECS``):
   as an unexpected UNet key and drops it; diffusers' ``from_single_file`` has no mapping for it either.
 - ``sdxl``: Segmind-Vega-shaped UNet (transformer_depth [0, 0, 1, 1, 2, 2], 2048 context, 2816 ADM, 320 channels at
   all three levels), TAESD VAE, and NO text encoders: ComfyUI's SDXL CLIP is a full CLIP-L + OpenCLIP-bigG built
-  from fixed configs (~817M parameters, ~1.6 GB fp16), too big to generate per CI run. ComfyUI loads the file with
-  ``clip = None``; tests feed conditioning tensors instead (see ``comfy_process`` harness nodes).
+  from fixed configs (818M parameters, 1.64 GB fp16; see sdxl_full), too heavy for every CI run. ComfyUI loads the
+  file with ``clip = None``; tests feed conditioning tensors instead (see ``comfy_process`` harness nodes).
 - ``sdxl_full`` (opt-in, not built by default): the same UNet plus ComfyUI's SDXL text encoders (random CLIP-L and
   OpenCLIP-bigG, 818M parameters), so CheckpointLoaderSimple -> CLIPTextEncode works on it. Measured 2026-12-02 on
-  this 2-core machine: 1.81 GB file, built in ~25 s; ComfyUI loads it in 3.6 s and each CLIPTextEncode takes 3.4 s
-  (fp16 text encoders on CPU), child peak RSS 4.6 GB. Its text encoders have no diffusers twin here.
+  this 2-core machine: 1.81 GB file, built in 15 s (peak RSS 3.5 GB); ComfyUI loads it in 3.6 s and each
+  CLIPTextEncode takes 3.4 s (fp16 text encoders on CPU), child peak RSS 4.6 GB. Its text encoders have no
+  diffusers twin here.
 
 The UNet and CLIP-L are converted to the original layout with ``lora_training.single_file`` (the project's one
 diffusers -> original converter); TAESD keys follow ComfyUI's ``comfy.taesd.taesd.TAESD`` (diffusers'
