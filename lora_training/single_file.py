@@ -29,11 +29,12 @@ from pathlib import Path
 import torch
 
 import lcm_plugin
+from lcm_plugin.pipeline_loading import UNET_PREFIX
+from lcm_plugin.pipeline_loading import check_single_file as check_single_file  # re-exported: one checker
 
 logger = logging.getLogger(__name__)
 
 SUPPORTED_ARCHS = ("sd15", "sd2", "sdxl")
-UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 TEXT_PREFIXES = {
     "sd15": ("cond_stage_model.transformer.",),
@@ -279,25 +280,3 @@ def save_single_file(pipe, path: str | os.PathLike, metadata: dict[str, str] | N
     meta.update(metadata or {})
     logger.info("writing %s (%s, %d tensors)", path, arch, len(state))
     return save_atomic(state, path, meta)
-
-
-def check_single_file(path: str | os.PathLike) -> None:
-    """Refuse a truncated, corrupt or non-checkpoint ``.safetensors`` before diffusers reads it (header only).
-
-    Raises:
-        ValueError: the file is damaged or is not an SD single-file checkpoint; the message says what to do.
-    """
-    from lcm_plugin.adapters.safetensors_io import read_header
-
-    p = Path(path)
-    try:
-        header = read_header(p)
-    except ValueError as err:
-        raise ValueError(
-            f"single-file checkpoint {p} cannot be read: {err}. Download or export it again."
-        ) from err
-    if not any(k.startswith(UNET_PREFIX) for k in header.tensors):
-        raise ValueError(
-            f"{p} has no {UNET_PREFIX}* weights, so it is not a full SD single-file checkpoint (a LoRA or VAE only?). "
-            "Pass a full checkpoint or a diffusers pipeline folder."
-        )
