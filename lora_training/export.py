@@ -29,7 +29,9 @@ def guess_arch(unet_config: dict) -> str:
     return "sd2" if cross == 1024 else "sd15"
 
 
-def adapter_metadata(*, base_model: str, arch: str, rank: int, alpha: float, steps: int, method: str, extra: dict | None = None) -> dict[str, str]:
+def adapter_metadata(
+    *, base_model: str, arch: str, rank: int, alpha: float, steps: int, method: str, extra: dict | None = None
+) -> dict[str, str]:
     """The safetensors metadata every file we write carries (strings only)."""
     meta = {
         "lcm_plugin.version": lcm_plugin.__version__,
@@ -118,7 +120,11 @@ def save_lcm_pipeline(pipe, unet, out_dir: str | os.PathLike, *, metadata: dict[
     """
     from diffusers import LCMScheduler
 
-    grid = {} if original_inference_steps is None else {"original_inference_steps": int(original_inference_steps)}
+    grid = (
+        {}
+        if original_inference_steps is None
+        else {"original_inference_steps": int(original_inference_steps)}
+    )
 
     def write(tmp: Path) -> None:
         old_unet, old_sched = pipe.unet, pipe.scheduler
@@ -135,37 +141,38 @@ def save_lcm_pipeline(pipe, unet, out_dir: str | os.PathLike, *, metadata: dict[
 
 def fuse_lora(base: str, lora: str, out: str | os.PathLike, *, single_file_config: str | None = None,
               lora_scale: float = 1.0, single_file: bool = False) -> Path:  # fmt: skip
-    """"Full LCM" export: base pipeline + LCM-LoRA fused into the UNet weights.
+    """The "full LCM" export: base pipeline + LCM-LoRA fused into the UNet weights.
 
     Args:
         base: the base model, a diffusers pipeline folder or a single-file ``.safetensors`` checkpoint.
-        lora: the LCM-LoRA ``.safetensors`` (diffusers or kohya keys).
+        lora: the LCM-LoRA ``.safetensors`` (diffusers or kohya keys), or a folder holding it.
         out: the output pipeline folder (saved with an LCMScheduler), or with ``single_file`` a ``.safetensors`` file
             in the original layout that ComfyUI "Load Checkpoint" and A1111 load (SD 1.x/2.x/SDXL; sample it with
             an LCM sampler, the file carries no scheduler).
         single_file_config: local diffusers config folder of the base's architecture, when ``base`` is a single file.
         lora_scale: the LoRA scale fused into the weights.
         single_file: write ``out`` as one single-file checkpoint instead of a folder.
-    """
-    from lora_training.single_file import check_single_file, save_single_file
-    from lora_training.teachers import load_pipeline
 
-    if not Path(lora).is_file():
-        raise FileNotFoundError(f"LoRA file {lora} does not exist.")
+    Raises:
+        FileNotFoundError: no base model or LoRA at the path.
+        ValueError: a damaged or foreign file, a LoRA for another architecture (one line, not diffusers' list of
+            mismatched weights), or fused weights that are not finite (nothing is written then).
+    """
+    from lcm_plugin.adapters.inspection import distillation_grid_size
+    from lcm_plugin.pipeline_loading import load_lora, load_pipeline, lora_file
+    from lora_training.single_file import save_single_file
+
     if single_file and Path(out).suffix != ".safetensors":
-        raise ValueError(f"--single-file writes one .safetensors file: give an --output ending in .safetensors, not {out}.")
-    if Path(base).is_file() and Path(base).suffix == ".safetensors":
-        check_single_file(base)
+        raise ValueError(
+            f"--single-file writes one .safetensors file: give an --output ending in .safetensors, not {out}."
+        )
+    lora_path = lora_file(lora)  # header checked before the base model loads
     pipe = load_pipeline(base, single_file_config=single_file_config)
-    try:
-        pipe.load_lora_weights(lora, adapter_name="lcm")
-    except (ValueError, RuntimeError, KeyError) as err:
-        raise ValueError(f"{lora} does not fit the base model {base} (architecture mismatch?): {err}") from err
+    load_lora(pipe, lora_path, adapter_name="lcm")
     pipe.fuse_lora(lora_scale=lora_scale)
     pipe.unload_lora_weights()
-    from lcm_plugin.adapters.inspection import distillation_grid_size
-
-    grid = distillation_grid_size(lora)  # our adapters record N; public ones (None) used 50
+    _check_finite_weights(pipe.unet, f"fusing {lora_path} at --lora-scale {lora_scale:g}")
+    grid = distillation_grid_size(lora_path)  # our adapters record N; public ones (None) used 50
     meta = {"lcm_plugin.version": lcm_plugin.__version__, "lcm_plugin.base_model": str(base),
             "lcm_plugin.fused_lora": str(lora), "lcm_plugin.lora_scale": str(lora_scale)}  # fmt: skip
     if grid is not None:
@@ -173,3 +180,14 @@ def fuse_lora(base: str, lora: str, out: str | os.PathLike, *, single_file_confi
     if single_file:
         return save_single_file(pipe, out, {**meta, "lcm_plugin.scheduler": "LCMScheduler"})
     return save_lcm_pipeline(pipe, pipe.unet, out, metadata=meta, original_inference_steps=grid)
+
+
+def _check_finite_weights(module: torch.nn.Module, what: str) -> None:
+    """Refuse to save weights holding NaN/inf: every image of such a model is black (or NaN)."""
+    bad = [name for name, p in module.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        total = sum(1 for _ in module.parameters())
+        raise ValueError(
+            f"{what} gives NaN/inf in {len(bad)} of {total} UNet weights (first: {bad[0]}); nothing was written. "
+            "Use a smaller --lora-scale, or a LoRA from an earlier checkpoint of its run."
+        )

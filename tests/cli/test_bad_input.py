@@ -222,6 +222,8 @@ ROWS = [
         r"--lora-scale must be a finite number, got nan"),
     Row("fuse-lora-scale-inf", lambda w, t: fuse(w, "--output", str(t / "out"), "--lora-scale", "inf"),
         r"--lora-scale must be a finite number, got inf"),
+    Row("fuse-lora-scale-overflows", lambda w, t: fuse(w, "--output", str(t / "out"), "--lora-scale", "1e39"),
+        r"at --lora-scale 1e\+39 gives NaN/inf in \d+ of \d+ UNet weights .*nothing was written"),
     Row("fuse-lora-with-nan-weights",
         lambda w, t: ["train", "fuse", "--base", str(w.pipe), "--lora", str(w.nan_lora), "--output", str(t / "out")],
         r"LoRA .*nan_lora/pytorch_lora_weights\.safetensors holds NaN/inf in 1 of \d+ tensors .*diverged run"),
@@ -247,7 +249,7 @@ ROWS = [
         r"is a single-file checkpoint: pass single_file_config \(--single-file-config DIR\)"),
     Row("fuse-lora-wrong-shape",
         lambda w, t: ["train", "fuse", "--base", str(w.pipe), "--lora", str(w.wide_lora), "--output", str(t / "out")],
-        r"wide\.safetensors does not fit the base model .* \d+ weight\(s\) have the wrong shape for this model"),
+        r"LoRA .*wide\.safetensors does not fit this model .* \d+ weight\(s\) have the wrong shape for this model"),
     # --- train cache ----------------------------------------------------------------------------------------------
     Row("cache-output-under-a-file",
         lambda w, t: ["train", "cache", "--pretrained-model", str(w.pipe), "--train-data-dir", str(w.data),

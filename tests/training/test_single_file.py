@@ -274,6 +274,37 @@ def test_fuse_single_file_cli_adds_the_lora_delta(source, pipe_dir, tmp_path, ca
     assert max((got[k] - base[k]).abs().max() for k in base) > 1e-2  # the LoRA changed the UNet
 
 
+def test_fuse_refuses_a_wrong_shape_lora_in_one_line_and_non_finite_fused_weights(pipe_dir, tmp_path, capfd):
+    """fuse_lora loads through pipeline_loading.load_lora (no ~60 lines of diffusers' size-mismatch log) and refuses
+    to save a UNet whose fused weights overflowed (finite LoRA, finite scale, inf product)."""
+    from diffusers import UNet2DConditionModel
+    from peft import LoraConfig
+
+    from lora_training.export import fuse_lora, save_diffusers_lora
+
+    wide = UNet2DConditionModel.from_config({**dict(tiny_unet().config), "block_out_channels": (64, 64)})
+    wide.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "conv1"]))
+    wide_lora = save_diffusers_lora(wide, tmp_path / "wide", is_sdxl=False, metadata={})
+    capfd.readouterr()
+    with pytest.raises(
+        ValueError, match=r"does not fit this model .*\d+ weight\(s\) have the wrong shape"
+    ) as err:
+        fuse_lora(str(pipe_dir), str(wide_lora), tmp_path / "out_wide")
+    assert len(str(err.value).splitlines()) == 1
+    printed = capfd.readouterr()
+    assert "size mismatch" not in printed.err + printed.out, printed.err[:2000]
+
+    lora, _ = _tiny_lora(tmp_path)
+    with pytest.raises(ValueError, match=r"at --lora-scale 1e\+39 gives NaN/inf in \d+ of \d+ UNet weights .*nothing "
+                       r"was written"):  # fmt: skip
+        fuse_lora(str(pipe_dir), str(lora), tmp_path / "out_inf", lora_scale=1e39)
+    with pytest.raises(ValueError, match="gives NaN/inf"):
+        fuse_lora(
+            str(pipe_dir), str(lora), tmp_path / "out_inf.safetensors", lora_scale=1e39, single_file=True
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lora", "wide"]
+
+
 def test_damaged_single_files_give_clear_errors(source, pipe_dir, tmp_path, capsys):
     from safetensors.torch import save_file
 
