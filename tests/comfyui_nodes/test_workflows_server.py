@@ -1,8 +1,9 @@
 """The shipped workflows and the pack's bad-input handling, through a real ComfyUI server on loopback.
 
-One server for the module: the repository in custom_nodes, the random test models under the names the workflows
-use, a 64 x 64 input image, and the registry's ``lcm-lora-sd15`` mirrored on a loopback file server. Every API
-workflow is queued on /prompt, followed on the websocket, and its images are read back from /history and /view.
+One server for the session (conftest.py's ``workflow_server``): the repository in custom_nodes, the random test
+models under the names the workflows use, a 64 x 64 input image, and the registry's ``lcm-lora-sd15`` mirrored on
+a loopback file server. Every API workflow is queued on /prompt, followed on the websocket, and its images are
+read back from /history and /view.
 """
 
 from __future__ import annotations
@@ -16,29 +17,6 @@ from tests.comfyui_nodes import workflow_env
 
 NAMES = workflow_env.workflow_names()
 PACK_FOLDER = "lcm-plugin"  # the folder name a git clone into custom_nodes/ gets
-
-
-@pytest.fixture(scope="module")
-def mirror():
-    from tests.adapters.servers import FileServer
-
-    with FileServer() as files:
-        yield files
-
-
-@pytest.fixture(scope="module")
-def server(comfy_server_factory, tiny_checkpoint, tmp_path_factory, mirror):
-    folder = tmp_path_factory.mktemp("workflow_models")
-    models = workflow_env.named_models(tiny_checkpoint, folder)
-    env = workflow_env.registry_mirror(mirror, tiny_checkpoint, folder)
-    started = comfy_server_factory(models=models, env=env)
-    workflow_env.write_input_image(started.base_dir)
-    return started
-
-
-@pytest.fixture(scope="module")
-def object_info(server):
-    return server.object_info()
 
 
 def _loras(server) -> list[str]:
@@ -58,10 +36,10 @@ def test_every_node_of_every_workflow_is_served_and_ours_have_tooltips(object_in
                 assert spec[1].get("tooltip"), (node_id, input_name)
 
 
-def test_templates_list_every_workflow(server):
-    assert sorted(server.workflow_templates()[PACK_FOLDER]) == NAMES
+def test_templates_list_every_workflow(workflow_server):
+    assert sorted(workflow_server.workflow_templates()[PACK_FOLDER]) == NAMES
     for name in NAMES:  # served as the frontend fetches them
-        status, body = server.request("GET", f"/api/workflow_templates/{PACK_FOLDER}/{name}.json")
+        status, body = workflow_server.request("GET", f"/api/workflow_templates/{PACK_FOLDER}/{name}.json")
         assert status == 200 and b'"nodes"' in body
 
 
@@ -71,20 +49,20 @@ def test_ui_workflow_and_its_api_twin_agree(object_info, name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_each_workflow_runs_and_saves_its_images(server, mirror, name):
+def test_each_workflow_runs_and_saves_its_images(workflow_server, mirror, name):
     before = len(mirror.requests)
-    done = server.run(workflow_env.for_cpu_api(workflow_env.api_workflow(name)), timeout=600)
+    done = workflow_server.run(workflow_env.for_cpu_api(workflow_env.api_workflow(name)), timeout=600)
     assert done.status == "success" and done.history["status"]["status_str"] == "success"
-    images = [server.image(ref) for ref in done.images()]
+    images = [workflow_server.image(ref) for ref in done.images()]
     assert len(images) == (2 if name == "lcm_vs_dpmpp_25_steps" else 1)
     for image in images:
         assert image.size == (64, 64)
         pixels = torch.tensor(list(image.convert("L").tobytes()), dtype=torch.float32)
         assert pixels.std() > 1.0  # a picture, not a flat colour
     if name == "lcm_lora_download":
-        assert f"{workflow_env.REGISTRY_NAME}.safetensors" in _loras(server)
+        assert f"{workflow_env.REGISTRY_NAME}.safetensors" in _loras(workflow_server)
         assert len(mirror.requests) > before
-        again = server.run(workflow_env.for_cpu_api(workflow_env.api_workflow(name)), timeout=600)
+        again = workflow_server.run(workflow_env.for_cpu_api(workflow_env.api_workflow(name)), timeout=600)
         assert again.status == "success"
         assert not [r for r in mirror.requests[before:] if r[0] == "GET"][1:]  # one download, then the file
 
@@ -131,16 +109,18 @@ BAD = {
 
 
 @pytest.mark.parametrize("name", list(BAD))
-def test_bad_input_fails_the_prompt_with_its_reason_and_the_server_runs_the_next(server, name):
-    loras_before = _loras(server)
-    failed = server.run(_bad(name, server), expect_error=True, timeout=300)
+def test_bad_input_fails_the_prompt_with_its_reason_and_the_server_runs_the_next(workflow_server, name):
+    loras_before = _loras(workflow_server)
+    failed = workflow_server.run(_bad(name, workflow_server), expect_error=True, timeout=300)
     assert failed.status == "error" and failed.history["status"]["status_str"] == "error"
     message = failed.error["exception_message"]
     assert BAD[name].lower() in message.lower(), message
     history_messages = [m for m in failed.history["status"]["messages"] if m[0] == "execution_error"]
     assert history_messages and history_messages[0][1]["exception_message"] == message  # what the UI shows
-    assert not [n for n in _loras(server) if n not in loras_before and not n.endswith(".safetensors")]
-    ok = server.run(workflow_env.for_cpu_api(workflow_env.api_workflow("tcd_gamma")), timeout=300)
+    assert not [
+        n for n in _loras(workflow_server) if n not in loras_before and not n.endswith(".safetensors")
+    ]
+    ok = workflow_server.run(workflow_env.for_cpu_api(workflow_env.api_workflow("tcd_gamma")), timeout=300)
     assert ok.status == "success"
 
 
@@ -151,20 +131,20 @@ class _CutEveryTime(dict):
         return self.get(key, default)
 
 
-def test_a_download_failing_midway_fails_the_prompt_and_leaves_nothing_in_loras(server, mirror):
+def test_a_download_failing_midway_fails_the_prompt_and_leaves_nothing_in_loras(workflow_server, mirror):
     path = f"/{workflow_env.MIRROR_REPO}/resolve/main/{workflow_env.MIRROR_FILE}"
-    target = server.base_dir / "models" / "loras" / f"{workflow_env.REGISTRY_NAME}.safetensors"
+    target = workflow_server.base_dir / "models" / "loras" / f"{workflow_env.REGISTRY_NAME}.safetensors"
     if target.exists():
         target.unlink()  # an earlier test downloaded it
-    before = _loras(server)
+    before = _loras(workflow_server)
     mirror.cut_once = _CutEveryTime({path: 1000})
     try:
         api = workflow_env.for_cpu_api(workflow_env.api_workflow("lcm_lora_download"))
-        failed = server.run(api, expect_error=True, timeout=300)
+        failed = workflow_server.run(api, expect_error=True, timeout=300)
     finally:
         mirror.cut_once = {}
     assert failed.status == "error"
     assert "nothing was kept" in failed.error["exception_message"]
-    assert _loras(server) == before
-    assert server.run(api, timeout=300).status == "success"  # the next try downloads it whole
-    assert f"{workflow_env.REGISTRY_NAME}.safetensors" in _loras(server)
+    assert _loras(workflow_server) == before
+    assert workflow_server.run(api, timeout=300).status == "success"  # the next try downloads it whole
+    assert f"{workflow_env.REGISTRY_NAME}.safetensors" in _loras(workflow_server)
