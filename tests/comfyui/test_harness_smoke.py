@@ -49,12 +49,21 @@ def test_runner_returns_the_final_latent_and_reports_errors(tiny_checkpoint):
 
 
 def test_runner_raises_with_the_child_log(tmp_path):
+    # The runner's own failure reporting (no ComfyUI start-up needed to exercise it).
     script = tmp_path / "fails.py"
-    script.write_text(
-        "from comfy_child import boot\nboot(load_nodes='none')\nraise SystemExit('child gave up')\n"
-    )
-    with pytest.raises(ComfyProcessError, match=r"(?s)fails.py exited with status 1.*child gave up"):
+    script.write_text("import comfy_child\nprint('about to fail')\nraise SystemExit('child gave up')\n")
+    with pytest.raises(
+        ComfyProcessError, match=r"(?s)fails.py exited with status 1.*about to fail.*child gave up"
+    ):
         run_in_comfyui(script, custom_nodes=(), nodes="none")
+    silent = tmp_path / "silent.py"
+    silent.write_text("import comfy_child\n")
+    with pytest.raises(ComfyProcessError, match="silent.py exited without calling write_result"):
+        run_in_comfyui(silent, custom_nodes=(), nodes="none")
+    slow = tmp_path / "slow.py"
+    slow.write_text("import time\ntime.sleep(60)\n")
+    with pytest.raises(ComfyProcessError, match="slow.py ran longer than 1 s and was killed"):
+        run_in_comfyui(slow, custom_nodes=(), nodes="none", timeout=1)
 
 
 def test_server_runs_a_prompt_over_http_and_websocket(comfy_server, tiny_checkpoint):
