@@ -144,6 +144,12 @@ def test_the_frontend_sends_back_the_api_twin(comfy_server, tiny_checkpoint, bro
             k: {kk: vv for kk, vv in v.items() if kk != "_meta"} for k, v in page.graph_to_prompt().items()
         }
         assert sent == api
+        # the frontend's own serialization (widget sockets on every input, titles) reads back to the same prompt
+        saved = {
+            k: {kk: vv for kk, vv in v.items() if kk != "_meta"}
+            for k, v in ui_to_api(page.graph(), oi).items()
+        }
+        assert saved == api
         assert [str(e) for e in page.console_errors()] == []
     finally:
         page.close()
