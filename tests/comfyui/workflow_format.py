@@ -30,6 +30,7 @@ from pathlib import Path
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 COLUMN_WIDTH, ROW_GAP, NODE_WIDTH = 380, 40, 320
+IMAGE_OUTPUT_NODES, IMAGE_PREVIEW_HEIGHT = ("SaveImage", "PreviewImage"), 280
 
 
 def is_widget(spec: list) -> bool:
@@ -131,6 +132,8 @@ def api_to_ui(api: dict, object_info: dict) -> dict:
         ]
         y = rows.get(column, 0)
         height = 60 + 26 * (len(inputs) + len(outputs) + len(widgets))
+        if node["class_type"] in IMAGE_OUTPUT_NODES:
+            height += IMAGE_PREVIEW_HEIGHT  # the frontend shows the image on the node once it ran
         rows[column] = y + height + ROW_GAP
         ui = {"id": int(node_id), "type": node["class_type"], "pos": [column * COLUMN_WIDTH, y],
               "size": [NODE_WIDTH, height], "flags": {}, "order": index, "mode": 0, "inputs": inputs,

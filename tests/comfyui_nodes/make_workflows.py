@@ -16,6 +16,7 @@ import json
 import tempfile
 from pathlib import Path
 
+from lcm_plugin.adapters.safetensors_io import give_default_mode
 from tests.comfyui.checkpoints import build_checkpoint
 from tests.comfyui.server import ComfyServer
 from tests.comfyui.workflow_format import api_to_ui, convert_file
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in workflow_env.workflow_names():
                 api_path = workflow_env.WORKFLOWS_DIR / "api" / f"{name}.json"
                 out = convert_file(api_path, workflow_env.WORKFLOWS_DIR / f"{name}.json", info)
+                give_default_mode(out)  # the temp file it was renamed from is private (0600)
                 print("wrote", out.relative_to(workflow_env.WORKFLOWS_DIR.parent))
             if args.thumbnails:
                 _thumbnails(server, info)
