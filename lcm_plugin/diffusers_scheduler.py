@@ -311,7 +311,5 @@ class LCMPluginScheduler(SchedulerMixin, ConfigMixin):
         self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
     ) -> torch.Tensor:
         """Forward diffusion q(x_t | x_0) = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise, per-sample timesteps."""
-        alphas_cumprod = self.alphas_cumprod.to(device=original_samples.device, dtype=original_samples.dtype)
-        abar = alphas_cumprod[timesteps.to(original_samples.device).long()]
-        abar = abar.reshape(-1, *([1] * (original_samples.ndim - 1)))
-        return abar.sqrt() * original_samples + (1 - abar).sqrt() * noise
+        abar = core.alpha_prod_at(self.alphas_cumprod, timesteps, original_samples)
+        return core.add_noise(original_samples, noise, abar)

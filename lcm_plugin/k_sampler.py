@@ -166,7 +166,7 @@ def sample_lcm(
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = model(x, sigma * s_in, **model_args)
         # The boundary condition is defined in the VP space of diffusers: x_vp = sqrt(abar) * x_ve.
-        alpha_prod_t = 1 / (1 + sigma.to(x.dtype) ** 2)
+        alpha_prod_t = core.alphas_cumprod_from_sigmas(sigma, x.dtype)
         x_vp = x * alpha_prod_t.sqrt()
         if consistency == "tcd":
             if callback is not None:
@@ -193,7 +193,7 @@ def sample_lcm(
         if sigma_next == 0:
             x = denoised
             continue
-        alpha_prod_next = 1 / (1 + sigma_next.to(x.dtype) ** 2)
+        alpha_prod_next = core.alphas_cumprod_from_sigmas(sigma_next, x.dtype)
         s = core.intermediate_timestep(timesteps[i + 1], gamma)
         alpha_prod_s = None if s < 0 else alphas_cumprod[s].to(device=x.device, dtype=x.dtype)
         noise = noise_sampler(sigma, sigma_next) if gamma > 0 else None
@@ -220,7 +220,8 @@ def _tcd_step(
     if last or gamma == 0:
         noise, alpha_prod_next = None, alpha_prod_s
     else:
-        noise, alpha_prod_next = noise_sampler(sigma, sigma_next), 1 / (1 + sigma_next.to(x_vp.dtype) ** 2)
+        noise = noise_sampler(sigma, sigma_next)
+        alpha_prod_next = core.alphas_cumprod_from_sigmas(sigma_next, x_vp.dtype)
     x_next = core.renoise(
         denoised, noise, alpha_prod_next, sample=x_vp, alpha_prod_t=alpha_prod_t, alpha_prod_s=alpha_prod_s
     )

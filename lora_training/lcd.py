@@ -19,6 +19,9 @@ from dataclasses import dataclass
 import torch
 
 from lcm_plugin.core import (
+    add_noise,
+    alpha_prod_at,
+    batch_view,
     consistency_output,
     guidance_scale_embedding,
     guided,
@@ -83,18 +86,20 @@ def draw(obj: Objective, latents: torch.Tensor, generator: torch.Generator) -> D
     t_start = obj.grid[index]
     noise = torch.randn(latents.shape, generator=generator, dtype=torch.float32)
     u = torch.rand(bsz, generator=generator)
-    w = torch.full((bsz,), float(obj.omega)) if obj.omega is not None else obj.w_min + (obj.w_max - obj.w_min) * u
+    w = (
+        torch.full((bsz,), float(obj.omega))
+        if obj.omega is not None
+        else obj.w_min + (obj.w_max - obj.w_min) * u
+    )
     dev = latents.device
-    return Draws(t_start.to(dev), (t_start - obj.topk).clamp(min=0).to(dev), noise.to(dev, latents.dtype), w.to(dev))
+    return Draws(
+        t_start.to(dev), (t_start - obj.topk).clamp(min=0).to(dev), noise.to(dev, latents.dtype), w.to(dev)
+    )
 
 
 def _abar(obj: Objective, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return obj.alphas_cumprod.to(like.device)[t].reshape(-1, *([1] * (like.ndim - 1))).to(like.dtype)
-
-
-def _bc(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Timesteps shaped to broadcast against a latent batch, for core.consistency_output."""
-    return t.reshape(-1, *([1] * (like.ndim - 1))).to(like.dtype)
+    """The teacher's abar at per-sample timesteps ``t``, shaped, placed and typed like ``like``."""
+    return alpha_prod_at(obj.alphas_cumprod, t, like)
 
 
 def _cat_cond(cond: dict, uncond: dict) -> dict:
@@ -118,7 +123,9 @@ def guided_estimates(obj: Objective, teacher: ModelFn, sample: torch.Tensor, t: 
 
 
 @torch.no_grad()
-def teacher_solve(obj: Objective, teacher: ModelFn, sample: torch.Tensor, d: Draws, cond: dict, uncond: dict) -> torch.Tensor:
+def teacher_solve(
+    obj: Objective, teacher: ModelFn, sample: torch.Tensor, d: Draws, cond: dict, uncond: dict
+) -> torch.Tensor:
     """z_n: one step of the teacher's guided PF-ODE from t_{n+k} to t_n with the configured solver."""
     x0_w, eps_w = guided_estimates(obj, teacher, sample, d.t_start, cond, uncond, d.w)
     if obj.solver == "ddim":
@@ -127,7 +134,11 @@ def teacher_solve(obj: Objective, teacher: ModelFn, sample: torch.Tensor, d: Dra
         return euler_step(sample, eps_w, d.t_start, d.t_end, obj.alphas_cumprod)
     # DPM-Solver++(2M): a first-order step to the interval midpoint, then the second-order multistep update.
     t_mid = (d.t_start + d.t_end) // 2
-    a_start, a_mid, a_end = _abar(obj, d.t_start, sample), _abar(obj, t_mid, sample), _abar(obj, d.t_end, sample)
+    a_start, a_mid, a_end = (
+        _abar(obj, d.t_start, sample),
+        _abar(obj, t_mid, sample),
+        _abar(obj, d.t_end, sample),
+    )
     x_mid = dpmpp_2m_step(sample, x0_w, a_start, a_mid)
     x0_mid, _ = guided_estimates(obj, teacher, x_mid, t_mid, cond, uncond, d.w)
     return dpmpp_2m_step(x_mid, x0_mid, a_mid, a_end, denoised_prev=x0_w, alpha_prod_prev=a_start)
@@ -138,7 +149,10 @@ def consistency_fn(obj: Objective, model: ModelFn, sample: torch.Tensor, t: torc
     """f(z, t) = c_skip z + c_out x0(model(z, t)) with the model's own parameterisation."""
     out = model(sample, t, cond, w_embedding).to(sample.dtype)
     x0 = predicted_original_sample(out, sample, _abar(obj, t, sample), obj.prediction_type)
-    return consistency_output(sample, x0, _bc(t, sample), sigma_data=obj.sigma_data, timestep_scaling=obj.timestep_scaling)
+    timestep = batch_view(t, sample).to(sample.dtype)  # per-sample c_skip / c_out
+    return consistency_output(
+        sample, x0, timestep, sigma_data=obj.sigma_data, timestep_scaling=obj.timestep_scaling
+    )
 
 
 def lcm_loss(obj: Objective, *, student: ModelFn, teacher: ModelFn | None, target: ModelFn, latents: torch.Tensor,
@@ -146,7 +160,7 @@ def lcm_loss(obj: Objective, *, student: ModelFn, teacher: ModelFn | None, targe
     """The consistency loss of one batch of clean latents x0 (LCM Algorithm 1 for LCD; section 4.4 for LCF)."""
     d = draw(obj, latents, generator)
     abar_start = _abar(obj, d.t_start, latents)
-    noisy = ddim_step(latents, d.noise, abar_start)  # forward diffusion q(z_{n+k} | x0): same formula
+    noisy = add_noise(latents, d.noise, abar_start)  # forward diffusion q(z_{n+k} | x0)
     w_emb = None
     if obj.w_embedding_dim is not None:
         w_emb = guidance_scale_embedding(d.w, obj.w_embedding_dim).to(latents.device, latents.dtype)
@@ -155,10 +169,12 @@ def lcm_loss(obj: Objective, *, student: ModelFn, teacher: ModelFn | None, targe
     # target before the student keeps its transient activations off the peak (the student's stored graph).
     if obj.with_teacher:
         if teacher is None or uncond is None:
-            raise ValueError("distillation needs a teacher and the unconditional embedding; use LCF without them.")
+            raise ValueError(
+                "distillation needs a teacher and the unconditional embedding; use LCF without them."
+            )
         z_prev = teacher_solve(obj, teacher, noisy, d, cond, uncond)
     else:
-        z_prev = ddim_step(latents, d.noise, _abar(obj, d.t_end, latents))  # same x0, same eps
+        z_prev = add_noise(latents, d.noise, _abar(obj, d.t_end, latents))  # same x0, same eps
     with torch.no_grad():
         target_value = consistency_fn(obj, target, z_prev, d.t_end, cond, w_emb)
     prediction = consistency_fn(obj, student, noisy, d.t_start, cond, w_emb)

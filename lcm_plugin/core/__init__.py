@@ -27,8 +27,11 @@ from lcm_plugin.core.multistep import (
     tcd_intermediate_timestep,
 )
 from lcm_plugin.core.noise_schedule import (
+    add_noise,
+    alpha_prod_at,
     alphas_cumprod_from_betas,
     alphas_cumprod_from_sigmas,
+    batch_view,
     make_betas,
     nearest_timesteps,
     sd_alphas_cumprod,
@@ -51,8 +54,11 @@ __all__ = [
     "ddim_step",
     "dpmpp_2m_step",
     "euler_step",
+    "add_noise",
+    "alpha_prod_at",
     "alphas_cumprod_from_betas",
     "alphas_cumprod_from_sigmas",
+    "batch_view",
     "boundary_condition_scalings",
     "check_gamma",
     "check_prediction_type",

@@ -11,11 +11,13 @@ import math
 
 import torch
 
+from lcm_plugin.core.noise_schedule import batch_view
+
 
 def guided(cond: torch.Tensor, uncond: torch.Tensor, w: float | torch.Tensor) -> torch.Tensor:
     """(1 + w) * cond - w * uncond, i.e. cond + w * (cond - uncond); ``w`` may be a per-sample tensor."""
     if isinstance(w, torch.Tensor) and w.ndim == 1:
-        w = w.reshape(-1, *([1] * (cond.ndim - 1)))
+        w = batch_view(w, cond)
     return cond + w * (cond - uncond)
 
 

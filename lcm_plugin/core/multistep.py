@@ -8,6 +8,7 @@ import math
 import torch
 
 from lcm_plugin.core.consistency import predicted_noise
+from lcm_plugin.core.noise_schedule import add_noise
 
 
 def check_gamma(gamma: float) -> None:
@@ -69,7 +70,7 @@ def renoise(
     own eps (TCD uses it directly) instead of eps_hat.
     """
     if alpha_prod_s is None:
-        return (denoised * alpha_prod_next.sqrt()).add_(noise * (1 - alpha_prod_next).sqrt())
+        return add_noise(denoised, noise, alpha_prod_next)
     if noise_estimate is not None:
         eps_hat = noise_estimate
     elif sample is None or alpha_prod_t is None:
@@ -78,7 +79,7 @@ def renoise(
         )
     else:
         eps_hat = predicted_noise(sample, denoised, alpha_prod_t)
-    x_s = alpha_prod_s.sqrt() * denoised + (1 - alpha_prod_s).sqrt() * eps_hat
+    x_s = add_noise(denoised, eps_hat, alpha_prod_s)  # the DDIM step to s
     ratio = alpha_prod_next / alpha_prod_s
     if noise is None or bool(ratio >= 1):
         return x_s

@@ -77,9 +77,35 @@ def sigmas_from_alphas_cumprod(alphas_cumprod: torch.Tensor) -> torch.Tensor:
     return ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
 
 
-def alphas_cumprod_from_sigmas(sigmas: torch.Tensor) -> torch.Tensor:
-    """abar_t = 1 / (1 + sigma_t^2): the inverse of :func:`sigmas_from_alphas_cumprod` (a host's sigma table)."""
-    return 1.0 / (1.0 + sigmas.double() ** 2)
+def alphas_cumprod_from_sigmas(sigmas: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """abar_t = 1 / (1 + sigma_t^2), computed in ``dtype``: the inverse of :func:`sigmas_from_alphas_cumprod`.
+
+    For a host's whole sigma table (float64, the default) or one sampler sigma (in the latents' dtype).
+    """
+    return 1.0 / (1.0 + sigmas.to(dtype) ** 2)
+
+
+def batch_view(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Per-sample ``values`` of shape (B,) viewed as (B, 1, ..., 1), to broadcast against the batch ``like``."""
+    return values.reshape(-1, *([1] * (like.ndim - 1)))
+
+
+def alpha_prod_at(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """abar at per-sample integer ``timesteps``, shaped to broadcast against ``like``, on its device, in its dtype."""
+    table = alphas_cumprod.to(like.device)
+    return batch_view(table[timesteps.to(like.device).long()], like).to(like.dtype)
+
+
+def add_noise(
+    original_samples: torch.Tensor, noise: torch.Tensor, alpha_prod_t: torch.Tensor
+) -> torch.Tensor:
+    """Forward diffusion q(x_t | x_0) (Ho et al. 2020, eq. 4): sqrt(abar_t) x0 + sqrt(1 - abar_t) noise (VP space).
+
+    ``alpha_prod_t`` broadcasts against the samples: a 0-d tensor, or per sample from :func:`alpha_prod_at`.
+    With the model's noise estimate as ``noise`` it is also the deterministic DDIM step to t.
+    """
+    # In-place on a fresh temporary: one allocation fewer (this runs on full latents every sampling step).
+    return (original_samples * alpha_prod_t.sqrt()).add_(noise * (1 - alpha_prod_t).sqrt())
 
 
 def timestep_to_sigma(timesteps: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from lcm_plugin.core.noise_schedule import add_noise, batch_view
+
 SOLVERS = ("ddim", "euler", "dpmpp_2m")
 
 
@@ -33,8 +35,11 @@ def _lambda(alpha_prod: torch.Tensor) -> torch.Tensor:
 
 
 def ddim_step(denoised: torch.Tensor, noise: torch.Tensor, alpha_prod_s: torch.Tensor) -> torch.Tensor:
-    """Deterministic DDIM step to timestep s: sqrt(abar_s) * x0 + sqrt(1 - abar_s) * eps (``alpha_prod_s`` broadcasts)."""
-    return alpha_prod_s.sqrt() * denoised + (1 - alpha_prod_s).sqrt() * noise
+    """Deterministic DDIM step to timestep s: sqrt(abar_s) * x0 + sqrt(1 - abar_s) * eps (``alpha_prod_s`` broadcasts).
+
+    The forward-noising formula (:func:`lcm_plugin.core.noise_schedule.add_noise`) with the eps estimate as noise.
+    """
+    return add_noise(denoised, noise, alpha_prod_s)
 
 
 def euler_step(
@@ -52,11 +57,9 @@ def euler_step(
     t = timestep.long()
     ac = alphas_cumprod.to(sample.device)
     prev = torch.where(t > 0, ac[(t - 1).clamp(min=0)], torch.ones_like(ac[t]))
-    beta = 1 - ac[t] / prev
-    shape = (-1,) + (1,) * (sample.ndim - 1)
-    beta = beta.reshape(shape).to(sample.dtype)
-    sigma = (1 - ac[t]).sqrt().reshape(shape).to(sample.dtype)
-    dt = (t - timestep_s.long()).reshape(shape).to(sample.dtype)
+    beta = batch_view(1 - ac[t] / prev, sample).to(sample.dtype)
+    sigma = batch_view((1 - ac[t]).sqrt(), sample).to(sample.dtype)
+    dt = batch_view(t - timestep_s.long(), sample).to(sample.dtype)
     return sample + 0.5 * beta * dt * (sample - noise / sigma)
 
 

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from lcm_plugin import core
 from lcm_plugin.toy import models, world
 from lcm_plugin.toy.configs import TeacherConfig
 from lcm_plugin.toy.tokenizer import build_tokenizer_files, load_tokenizer
@@ -239,8 +240,7 @@ def train_teacher(
         tok[drop] = empty
         t = torch.randint(0, 1000, (cfg.unet_batch,), generator=gen).to(device)
         eps = torch.randn(x0.shape, generator=gen).to(device)
-        a = abar[t].reshape(-1, 1, 1, 1)
-        zt = a.sqrt() * x0 + (1 - a).sqrt() * eps  # DDPMScheduler.add_noise, on the device
+        zt = core.add_noise(x0, eps, core.alpha_prod_at(abar, t, x0))  # as DDPMScheduler.add_noise
         pred = unet(zt, t, text_encoder(tok)[0]).sample
         per = (pred - eps).pow(2).mean(dim=(1, 2, 3))
         w = torch.clamp(snr[t], max=cfg.snr_gamma) / snr[t] if cfg.snr_gamma > 0 else torch.ones_like(per)
