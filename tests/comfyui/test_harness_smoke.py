@@ -30,12 +30,12 @@ def test_runner_returns_the_final_latent_and_reports_errors(tiny_checkpoint):
     broken = {**prompt, "3": {**prompt["3"], "inputs": {**prompt["3"]["inputs"], "sampler_name": "no_such"}}}
     cond = {"cond": torch.randn(1, 77, 768), "uncond": torch.zeros(1, 77, 768)}
     results = run_workflows(
-        [prompt, from_tensors, broken, prompt],
+        [prompt, prompt, from_tensors, broken],
         models={"checkpoints": [ckpt.path]},
         tensors=cond,
         custom_nodes=(),
     )
-    first, tensor_run, bad, again = results
+    first, again, tensor_run, bad = results
     assert first.success and first.error is None
     assert first.latents["final"].shape == (1, 4, 8, 8)  # 64 px / 8
     assert torch.isfinite(first.latents["final"]).all()
@@ -44,7 +44,7 @@ def test_runner_returns_the_final_latent_and_reports_errors(tiny_checkpoint):
     assert not torch.equal(tensor_run.latents["one_step"], first.latents["final"])
     assert not bad.success and bad.validation_error["type"] == "prompt_outputs_failed_validation"
     assert "no_such" in str(bad.node_errors["3"])
-    # ComfyUI caches identical graphs; the capture node still hands the (cached) latent back.
+    # The same graph right after itself comes from ComfyUI's cache; the capture node still hands the latent back.
     assert again.success and torch.equal(again.latents["final"], first.latents["final"])
 
 
