@@ -103,7 +103,7 @@ def run_demo(args: argparse.Namespace) -> dict:
 
     from lcm_plugin.adapters.inspection import distillation_grid_size
     from lcm_plugin.pipeline_loading import load_lora, load_pipeline
-    from lcm_plugin.toy.evaluate import generate, lcm_scheduler_factory
+    from lcm_plugin.toy.evaluate import generate, lcm_scheduler_factory, unet_evals_per_step
     from lcm_plugin.toy.report import image_grid
 
     torch.set_num_threads(args.threads)
@@ -154,7 +154,7 @@ def run_demo(args: argparse.Namespace) -> dict:
         t0 = time.perf_counter()
         images = generate(pipe, all_prompts, steps, guidance, seed=0, batch=len(all_prompts))
         seconds = time.perf_counter() - t0
-        evals = steps * (2 if guidance > 1.0 else 1)
+        evals = steps * unet_evals_per_step(pipe, guidance)
         row = {
             "label": label,
             "steps": steps,

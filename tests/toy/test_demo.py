@@ -28,6 +28,8 @@ def test_demo_with_lora_writes_grid(tmp_path, random_lora, capsys):
     assert rc == 0 and out.is_file()
     assert "teacher DDIM 2 steps" in text and "LCM-LoRA 1 step" in text and "LCM-LoRA 2 steps" in text
     assert "adherence" in text and "total" in text
+    # UNet evaluations per image (toy.evaluate.unet_evals_per_step): 2 per step with CFG, 1 without
+    assert "| teacher DDIM 2 steps, CFG 4 | 4 |" in text and "| LCM-LoRA 2 steps, CFG 1 | 2 |" in text
     with Image.open(out) as im:
         assert im.size[0] > 6 * 96 and im.size[1] >= 3 * 96  # 6 prompt columns, 3 method rows (1 seed)
 
