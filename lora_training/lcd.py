@@ -56,12 +56,14 @@ class Objective:
 
     def __post_init__(self) -> None:
         check_solver(self.solver)
-        if self.solver == "dpmpp_2m" and self.topk < 2:
+        if self.solver == "dpmpp_2m" and self.skipping_interval < 2:
             raise ValueError("solver 'dpmpp_2m' takes two sub-steps inside the skip interval: use k >= 2 "
                              "(num_ddim_timesteps <= num_train_timesteps / 2).")  # fmt: skip
 
     @property
-    def topk(self) -> int:
+    def skipping_interval(self) -> int:
+        """k = T // N, the skipping interval of LCM's skipping-step technique (paper section 4.3): the teacher
+        solves from t_{n+k} to t_n, k training timesteps apart (20 for N = 50)."""
         return self.num_train_timesteps // self.num_ddim_timesteps
 
     @property
@@ -93,7 +95,10 @@ def draw(obj: Objective, latents: torch.Tensor, generator: torch.Generator) -> D
     )
     dev = latents.device
     return Draws(
-        t_start.to(dev), (t_start - obj.topk).clamp(min=0).to(dev), noise.to(dev, latents.dtype), w.to(dev)
+        t_start.to(dev),
+        (t_start - obj.skipping_interval).clamp(min=0).to(dev),
+        noise.to(dev, latents.dtype),
+        w.to(dev),
     )
 
 
