@@ -235,14 +235,21 @@ def run_workflows(
     comfy_args: tuple[str, ...] | list[str] = (),
     timeout: float = 600.0,
     env: dict[str, str] | None = None,
+    fresh: bool = False,
 ) -> list[WorkflowResult]:
-    """Run API-format ``prompts`` in one ComfyUI child process (harness nodes loaded) and return their results."""
+    """Run API-format ``prompts`` in one ComfyUI child process (harness nodes loaded) and return their results.
+
+    As in a running ComfyUI, a node whose inputs did not change since the previous prompt comes from the execution
+    cache (the checkpoint loads once); ``fresh=True`` empties the cache before every prompt, for tests that must
+    see a node run again (e.g. "the same seed gives the same latent").
+    """
     with tempfile.TemporaryDirectory(prefix="lcm_prompts_") as tmp:
         prompts_file = Path(tmp) / "prompts.json"
         prompts_file.write_text(json.dumps(prompts))
         run = run_in_comfyui(
             "run_prompts.py",
             str(prompts_file),
+            *(["--fresh"] if fresh else []),
             custom_nodes=custom_nodes,
             harness_nodes=True,
             models=models,

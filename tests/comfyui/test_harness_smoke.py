@@ -46,6 +46,16 @@ def test_runner_returns_the_final_latent_and_reports_errors(tiny_checkpoint):
     assert "no_such" in str(bad.node_errors["3"])
     # The same graph right after itself comes from ComfyUI's cache; the capture node still hands the latent back.
     assert again.success and torch.equal(again.latents["final"], first.latents["final"])
+    assert set(_cached(again)) >= {"3", "4", "5", "6", "7"}
+    # fresh=True: every node runs again in every prompt (the same seed gives the same latent)
+    fresh = run_workflows([prompt, prompt], models={"checkpoints": [ckpt.path]}, custom_nodes=(), fresh=True)
+    assert [_cached(r) for r in fresh] == [[], []]
+    assert all(torch.equal(r.latents["final"], first.latents["final"]) for r in fresh)
+
+
+def _cached(result) -> list[str]:
+    """Node ids ComfyUI took from its cache for this prompt (its execution_cached message)."""
+    return next(data["nodes"] for kind, data in result.status_messages if kind == "execution_cached")
 
 
 def test_runner_raises_with_the_child_log(tmp_path):

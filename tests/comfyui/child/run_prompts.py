@@ -1,7 +1,8 @@
 """Inside ComfyUI: run API-format prompts with ComfyUI's own validation and executor (``comfy_process.run_workflows``).
 
-Usage (by the parent): python run_prompts.py PROMPTS.json
-PROMPTS.json is a list of API-format prompts. Writes one result dict per prompt (see ``ChildContext.run_prompt``)
+Usage (by the parent): python run_prompts.py PROMPTS.json [--fresh]
+PROMPTS.json is a list of API-format prompts; ``--fresh`` empties ComfyUI's execution cache before each prompt
+(otherwise nodes whose inputs did not change come from the cache, as in a running ComfyUI). Writes one result dict per prompt (see ``ChildContext.run_prompt``)
 plus the captured tensors: every file that the harness capture node wrote for prompt i comes back as ``"i/<name>"``.
 """
 
@@ -24,6 +25,8 @@ def main() -> None:
     for index, prompt in enumerate(prompts):
         for name in os.listdir(capture_dir):
             os.remove(os.path.join(capture_dir, name))
+        if "--fresh" in ctx.args[1:]:
+            ctx._executor().reset()
         results.append(ctx.run_prompt(prompt))
         for name in sorted(os.listdir(capture_dir)):
             if name.endswith(".safetensors"):
