@@ -21,7 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = parser.add_subparsers(dest="adapters_command", metavar="ACTION")
     parser.set_defaults(handler=lambda args: (parser.print_help(), 2)[1])
 
-    p = sub.add_parser("list", help="known LCM adapters and reference checkpoints")
+    p = sub.add_parser(
+        "list", help="known few-step adapters, reference checkpoints and their sampling recipes"
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_list)
 
@@ -75,15 +77,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    """Print the registry."""
-    from lcm_plugin.adapters.registry import all_adapters
+    """Print the registry, each entry with its sampling recipe."""
+    from lcm_plugin.adapters.recognition import recipe_of_entry
+    from lcm_plugin.adapters.registry import every_adapter
 
-    entries = all_adapters()
+    entries = every_adapter()
     if args.json:
         print(
             json.dumps(
                 [
-                    {**e.__dict__, "local_path": str(e.local_path) if e.local_path else None, "url": e.url}
+                    {
+                        **e.__dict__,
+                        "local_path": str(e.local_path) if e.local_path else None,
+                        "url": e.url,
+                        "recipe": json.loads(recipe_of_entry(e).to_metadata()),
+                    }
                     for e in entries
                 ],
                 indent=2,
@@ -95,7 +103,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         digest = e.sha256[:16] + "…" if e.sha256 else "sha256 unknown"
         where = e.repo_id or (str(e.local_path) if e.local_path else "not built")
         print(f"{e.name:20} {e.kind:10} {e.arch:6} {where}/{e.filename if e.repo_id else ''}".rstrip("/"))
-        print(f"{'':20} {size}, {digest}. {e.notes}")
+        print(f"{'':20} {size}, {digest}. {e.notes}".rstrip())
+        recipe = recipe_of_entry(e)
+        print(f"{'':20} recipe {recipe.name}: {recipe.describe()}")
     return 0
 
 

@@ -124,14 +124,26 @@ def all_adapters() -> list[KnownAdapter]:
     return [*KNOWN_ADAPTERS, toy_adapter()]
 
 
+def every_adapter() -> list[KnownAdapter]:
+    """The LCM entries of :func:`all_adapters` and the other few-step adapters (TCD, Hyper-SD, PCM,
+    SDXL-Lightning, DMD2: :mod:`lcm_plugin.adapters.few_step_adapters`), the toy adapter last."""
+    from lcm_plugin.adapters.few_step_adapters import FEW_STEP_ADAPTERS
+
+    return [*KNOWN_ADAPTERS, *FEW_STEP_ADAPTERS, toy_adapter()]
+
+
 def find(name: str) -> KnownAdapter:
-    """Look an entry up by name (or by ``repo_id``).
+    """Look an entry of :func:`every_adapter` up by name (or by ``repo_id`` when one entry alone has it).
 
     Raises:
         ValueError: unknown name; the message lists the known ones.
     """
-    for entry in all_adapters():
-        if name in (entry.name, entry.repo_id):
+    entries = every_adapter()
+    for entry in entries:
+        if name == entry.name:
             return entry
-    names = ", ".join(e.name for e in all_adapters())
+    by_repo = [e for e in entries if e.repo_id is not None and e.repo_id == name]
+    if len(by_repo) == 1:
+        return by_repo[0]
+    names = ", ".join(e.name for e in entries)
     raise ValueError(f"unknown adapter {name!r}; known adapters: {names} (or pass a https:// URL)")
