@@ -13,20 +13,12 @@ from pathlib import Path
 import torch
 
 import lcm_plugin
+from lora_training.single_file import save_single_file
 
 logger = logging.getLogger(__name__)
 
 DIFFUSERS_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 KOHYA_WEIGHT_NAME = "lcm_lora_kohya.safetensors"
-
-
-def guess_arch(unet_config: dict) -> str:
-    """The adapters package's architecture key for a UNet config (sd15, sd2, sdxl, ssd1b)."""
-    cross = unet_config.get("cross_attention_dim")
-    if unet_config.get("addition_embed_type") == "text_time":
-        mid = unet_config.get("mid_block_type", "UNetMidBlock2DCrossAttn")
-        return "ssd1b" if mid is None or "CrossAttn" not in str(mid) else "sdxl"
-    return "sd2" if cross == 1024 else "sd15"
 
 
 def adapter_metadata(
@@ -160,7 +152,6 @@ def fuse_lora(base: str, lora: str, out: str | os.PathLike, *, single_file_confi
     """
     from lcm_plugin.adapters.inspection import distillation_grid_size
     from lcm_plugin.pipeline_loading import load_lora, load_pipeline, lora_file
-    from lora_training.single_file import save_single_file
 
     if single_file and Path(out).suffix != ".safetensors":
         raise ValueError(

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from lora_training import export
+from lora_training.teachers import guess_arch
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def export_final(trainer) -> dict[str, Path]:
 
 def _export_final(trainer) -> dict[str, Path]:
     cfg, models = trainer.cfg, trainer.models
-    arch = export.guess_arch(dict(models.student.config))
+    arch = guess_arch(dict(models.student.config))
     out = Path(cfg.output_dir)
     if models.is_lora:
         peft_cfg = models.student.peft_config["default"]
@@ -96,14 +97,23 @@ def _export_final(trainer) -> dict[str, Path]:
                                        extra={"num_ddim_timesteps": cfg.num_ddim_timesteps, "solver": cfg.solver,
                                               "target": cfg.target, "loss_type": cfg.loss_type,
                                               "omega": cfg.omega if cfg.omega is not None else f"U[{cfg.w_min},{cfg.w_max}]"})  # fmt: skip
-        diffusers_file = export.save_diffusers_lora(models.student, out, is_sdxl=models.parts.is_sdxl, metadata=meta)
-        kohya_file = export.save_kohya_lora(models.student, out / export.KOHYA_WEIGHT_NAME, arch=arch, metadata=meta)
+        diffusers_file = export.save_diffusers_lora(
+            models.student, out, is_sdxl=models.parts.is_sdxl, metadata=meta
+        )
+        kohya_file = export.save_kohya_lora(
+            models.student, out / export.KOHYA_WEIGHT_NAME, arch=arch, metadata=meta
+        )
         logger.info("wrote %s and %s", diffusers_file, kohya_file)
         return {"diffusers_lora": diffusers_file, "kohya_lora": kohya_file}
     meta = export.adapter_metadata(base_model=cfg.pretrained_model, arch=arch, rank=0, alpha=0, steps=trainer.step,
                                    method=cfg.method, extra={"time_cond_proj_dim": models.w_embedding_dim,
                                                              "num_ddim_timesteps": cfg.num_ddim_timesteps})  # fmt: skip
-    folder = export.save_lcm_pipeline(models.parts.pipe, models.student, out / "lcm_pipeline", metadata=meta,
-                                      original_inference_steps=cfg.num_ddim_timesteps)
+    folder = export.save_lcm_pipeline(
+        models.parts.pipe,
+        models.student,
+        out / "lcm_pipeline",
+        metadata=meta,
+        original_inference_steps=cfg.num_ddim_timesteps,
+    )
     logger.info("wrote %s", folder)
     return {"lcm_pipeline": folder}

@@ -31,6 +31,7 @@ import torch
 import lcm_plugin
 from lcm_plugin.pipeline_loading import UNET_PREFIX
 from lcm_plugin.pipeline_loading import check_single_file as check_single_file  # re-exported: one checker
+from lora_training.teachers import guess_arch
 
 logger = logging.getLogger(__name__)
 
@@ -214,8 +215,6 @@ def open_clip_to_original(encoder) -> dict[str, torch.Tensor]:
 
 def pipeline_arch(pipe) -> str:
     """sd15, sd2 or sdxl for a loaded pipeline (the adapters package's keys); ValueError for anything else."""
-    from lora_training.export import guess_arch
-
     arch = guess_arch(dict(pipe.unet.config))
     if arch not in SUPPORTED_ARCHS:
         raise ValueError(

@@ -37,6 +37,15 @@ class TeacherParts:
         return float(self.vae.config.scaling_factor)
 
 
+def guess_arch(unet_config: dict) -> str:
+    """The adapters package's architecture key for a UNet config (sd15, sd2, sdxl, ssd1b)."""
+    cross = unet_config.get("cross_attention_dim")
+    if unet_config.get("addition_embed_type") == "text_time":
+        mid = unet_config.get("mid_block_type", "UNetMidBlock2DCrossAttn")
+        return "ssd1b" if mid is None or "CrossAttn" not in str(mid) else "sdxl"
+    return "sd2" if cross == 1024 else "sd15"
+
+
 def teacher_parts(pipe) -> TeacherParts:
     """Collect the UNet, VAE and the noise schedule facts of a loaded pipeline."""
     from lcm_plugin.core import alphas_cumprod_from_betas, check_prediction_type, make_betas
