@@ -1,44 +1,35 @@
 """The ``lcm-plugin`` command line.
 
 Each feature module contributes its sub-commands through a ``register(subparsers)`` function, so this file
-only lists them. Feature modules keep heavy imports (diffusers, peft) inside their handlers, which keeps
-``lcm-plugin --help`` fast.
+only lists them. Feature modules keep heavy imports (torch, diffusers, peft) inside their handlers, which keeps
+``lcm-plugin --help`` fast; ``lora_training`` ships in the same distribution as ``lcm_plugin``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 
 from lcm_plugin import __version__
+from lcm_plugin.adapters import commands as adapter_commands
+from lcm_plugin.commands import engine as engine_commands
+from lcm_plugin.toy import commands as toy_commands
+from lora_training import commands as train_commands
 
-# Each module defines register(subparsers).
-_COMMAND_MODULES = (
-    "lcm_plugin.commands.engine",
-    "lcm_plugin.toy.commands",
-    "lcm_plugin.adapters.commands",
-    "lora_training.commands",
-)
+# Each module defines register(subparsers); the order is the order of `lcm-plugin --help`.
+_COMMAND_MODULES = (engine_commands, toy_commands, adapter_commands, train_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Build the top-level parser with every available sub-command."""
+    """Build the top-level parser with every sub-command."""
     parser = argparse.ArgumentParser(
         prog="lcm-plugin", description="Latent Consistency Models for any Stable Diffusion checkpoint."
     )
     parser.add_argument("--version", action="version", version=f"lcm-plugin {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            # A feature package that is not installed (or not written yet) just contributes no commands.
-            if err.name is not None and name.startswith(err.name):
-                continue
-            raise
+    for module in _COMMAND_MODULES:
         module.register(subparsers)
     return parser
 
