@@ -12,44 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import MISSING, fields
 from pathlib import Path
 
-_SCALARS = {"int": int, "float": float, "str": str}
-
-
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    from lora_training.config import TrainConfig
-
-    for f in fields(TrainConfig):
-        if f.name == "method":
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        kind = str(f.type).replace(" | None", "")
-        default = f.default if f.default is not MISSING else f.default_factory()
-        help_text = f"{f.metadata.get('help', '')}{_CLI_NOTES.get(f.name, '')} (default: {default})"
-        if kind == "bool":
-            parser.add_argument(
-                flag,
-                dest=f.name,
-                action=argparse.BooleanOptionalAction,
-                default=argparse.SUPPRESS,
-                help=help_text,
-            )
-        elif kind.startswith("list["):
-            parser.add_argument(
-                flag,
-                dest=f.name,
-                nargs="+",
-                type=_SCALARS[kind[5:-1]],
-                default=argparse.SUPPRESS,
-                help=help_text,
-            )
-        else:
-            parser.add_argument(
-                flag, dest=f.name, type=_SCALARS[kind], default=argparse.SUPPRESS, help=help_text
-            )
-
+from lcm_plugin.commands.dataclass_flags import add_dataclass_flags, dataclass_values
 
 # Where the CLI adds to a TrainConfig field's help: behaviour of the command line itself.
 _CLI_NOTES = {
@@ -78,8 +43,7 @@ def _config_from_args(args: argparse.Namespace, method: str):
                 'fields, e.g. {"learning_rate": 1e-4}.'
             )
         values.update(loaded)
-    names = {f.name for f in fields(TrainConfig)}
-    values.update({k: v for k, v in vars(args).items() if k in names})
+    values.update(dataclass_values(args, TrainConfig))
     values["method"] = method
     return TrainConfig.from_dict(values)
 
@@ -172,6 +136,8 @@ def _check_finite_lora(path: str) -> None:
 
 def register(subparsers) -> None:
     """Add ``train`` with its sub-commands to the lcm-plugin CLI."""
+    from lora_training.config import TrainConfig  # dataclasses only: no torch
+
     train = subparsers.add_parser("train", help="LCM distillation / fine-tuning (LCM-LoRA, full LCD, LCF)")
     sub = train.add_subparsers(dest="train_command", metavar="{lora,lcd,lcf,cache,fuse}")
     helps = {"lora": "distil an LCM-LoRA from a Stable Diffusion teacher (peft LoRA on the UNet)",
@@ -180,7 +146,7 @@ def register(subparsers) -> None:
     for method, text in helps.items():
         p = sub.add_parser(method, help=text, description=text)
         p.add_argument("--config", help="JSON file of TrainConfig fields (flags override it)")
-        _add_config_flags(p)
+        add_dataclass_flags(p, TrainConfig, skip=("method",), notes=_CLI_NOTES)
         p.set_defaults(handler=_train, method=method)
     cache = sub.add_parser("cache", help="precompute VAE latents and text embeddings (safetensors)")
     cache.add_argument(

@@ -3,32 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
+from lcm_plugin.commands.dataclass_flags import add_dataclass_flags, dataclass_values
 from lcm_plugin.toy import paths
-
-
-def _add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Expose every field of a config dataclass as ``--field-name`` (defaults from the dataclass)."""
-    for f in dataclasses.fields(cls):
-        if f.type in ("int", "float", "str") or f.type in (int, float, str):
-            kind = {"int": int, "float": float, "str": str}.get(f.type, f.type)
-            parser.add_argument(
-                f"--{f.name.replace('_', '-')}", type=kind, default=f.default, help=f"(default {f.default})"
-            )
-
-
-def _config_from_args(cls: type, args: argparse.Namespace):
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in vars(args).items() if k in names})
 
 
 def _train_teacher(args: argparse.Namespace) -> int:
     from lcm_plugin.toy.configs import TeacherConfig
     from lcm_plugin.toy.teacher import train_teacher
 
-    train_teacher(args.out, _config_from_args(TeacherConfig, args), resume=args.resume)
+    train_teacher(args.out, TeacherConfig(**dataclass_values(args, TeacherConfig)), resume=args.resume)
     return 0
 
 
@@ -36,7 +21,7 @@ def _train_judge(args: argparse.Namespace) -> int:
     from lcm_plugin.toy.configs import JudgeTrainConfig
     from lcm_plugin.toy.judge_train import train_judge
 
-    train_judge(args.out, _config_from_args(JudgeTrainConfig, args))
+    train_judge(args.out, JudgeTrainConfig(**dataclass_values(args, JudgeTrainConfig)))
     return 0
 
 
@@ -76,14 +61,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume", type=Path, default=None, help="continue UNet training from this pipeline folder"
     )
-    _add_dataclass_args(p, TeacherConfig)
+    add_dataclass_flags(p, TeacherConfig)
     p.set_defaults(handler=_train_teacher)
 
     p = sub.add_parser(
         "train-judge", help="train the judge classifier (features for FD/KID + attribute heads)"
     )
     p.add_argument("--out", type=Path, default=paths.JUDGE, help="output .safetensors file")
-    _add_dataclass_args(p, JudgeTrainConfig)
+    add_dataclass_flags(p, JudgeTrainConfig)
     p.set_defaults(handler=_train_judge)
 
     p = sub.add_parser("evaluate", help="FD / KID / prompt adherence vs steps for several samplers")
