@@ -1,9 +1,8 @@
 """Consistency distillation losses (LCM paper eq. 9; pseudo-Huber from Song & Dhariwal 2023, "Improved
-Techniques for Training Consistency Models", section 3.3) and the EMA target update."""
+Techniques for Training Consistency Models", section 3.3). The EMA target is diffusers' ``EMAModel``
+(:func:`lora_training.models.target_ema`)."""
 
 from __future__ import annotations
-
-from collections.abc import Iterable
 
 import torch
 
@@ -14,17 +13,12 @@ def pseudo_huber(prediction: torch.Tensor, target: torch.Tensor, c: float) -> to
     return (torch.sqrt(diff**2 + c**2) - c).mean()
 
 
-def consistency_loss(prediction: torch.Tensor, target: torch.Tensor, *, loss_type: str, huber_c: float = 0.001) -> torch.Tensor:
+def consistency_loss(
+    prediction: torch.Tensor, target: torch.Tensor, *, loss_type: str, huber_c: float = 0.001
+) -> torch.Tensor:
     """The distance d(f_theta(z_{n+k}), f_target(z_n)) of the consistency loss: 'l2' (mean squared error) or 'huber'."""
     if loss_type == "l2":
         return torch.nn.functional.mse_loss(prediction.float(), target.float(), reduction="mean")
     if loss_type == "huber":
         return pseudo_huber(prediction, target, huber_c)
     raise ValueError(f"loss_type {loss_type!r} is not supported; use 'l2' or 'huber'.")
-
-
-@torch.no_grad()
-def ema_update(target: Iterable[torch.Tensor], online: Iterable[torch.Tensor], decay: float) -> None:
-    """theta_target <- decay * theta_target + (1 - decay) * theta_online (in place on ``target``)."""
-    for t, o in zip(target, online, strict=True):
-        t.mul_(decay).add_(o.detach().to(t.dtype), alpha=1 - decay)

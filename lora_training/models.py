@@ -24,7 +24,7 @@ class TrainModels:
     student: torch.nn.Module
     teacher: torch.nn.Module | None
     trainable: list[tuple[str, torch.nn.Parameter]]
-    ema: list[torch.Tensor] | None
+    ema: object | None  # diffusers.training_utils.EMAModel over the trainable parameters (target "ema")
     w_embedding_dim: int | None
     is_lora: bool
 
@@ -45,7 +45,9 @@ def add_lora(unet, *, rank: int, alpha: float, target_modules: list[str], dropou
         try:
             unet.add_adapter(config)
         except ValueError as err:
-            raise ValueError(f"LoRA target modules {list(target_modules)} do not fit this UNet: {err}") from err
+            raise ValueError(
+                f"LoRA target modules {list(target_modules)} do not fit this UNet: {err}"
+            ) from err
 
 
 def load_lora_weights_into(unet, path: str, *, seed: int, dropout: float = 0.0) -> None:
@@ -56,7 +58,7 @@ def load_lora_weights_into(unet, path: str, *, seed: int, dropout: float = 0.0) 
     if not Path(path).is_file():
         raise FileNotFoundError(f"init_lora {path} does not exist.")
     adapter = load_adapter(path)
-    mods = {n[len("unet."):]: m for n, m in adapter.modules.items() if n.startswith("unet.")}
+    mods = {n[len("unet.") :]: m for n, m in adapter.modules.items() if n.startswith("unet.")}
     if not mods:
         raise ValueError(f"{path} holds no UNet LoRA weights; pass an LCM-LoRA file.")
     names = dict(unet.named_modules())
@@ -85,9 +87,15 @@ def load_lora_weights_into(unet, path: str, *, seed: int, dropout: float = 0.0) 
 
 def _check_teacher_fits(teacher, student) -> None:
     keys = ("in_channels", "out_channels", "cross_attention_dim", "block_out_channels", "sample_size")
-    diff = {k: (teacher.config.get(k), student.config.get(k)) for k in keys if teacher.config.get(k) != student.config.get(k)}
+    diff = {
+        k: (teacher.config.get(k), student.config.get(k))
+        for k in keys
+        if teacher.config.get(k) != student.config.get(k)
+    }
     if diff:
-        raise ValueError(f"teacher and student UNets differ in architecture {diff}; use a teacher of the same base model.")
+        raise ValueError(
+            f"teacher and student UNets differ in architecture {diff}; use a teacher of the same base model."
+        )
 
 
 def _load_unet(path: str):
@@ -108,12 +116,16 @@ def _nf4_unet(path: str, compute_dtype: torch.dtype):
 
     qc = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                             bnb_4bit_compute_dtype=compute_dtype)  # fmt: skip
-    return UNet2DConditionModel.from_pretrained(path, subfolder="unet", quantization_config=qc, local_files_only=True)
+    return UNet2DConditionModel.from_pretrained(
+        path, subfolder="unet", quantization_config=qc, local_files_only=True
+    )
 
 
 def build_models(cfg: TrainConfig, accelerator) -> TrainModels:
     """Load the teacher pipeline and build the student/teacher/EMA for ``cfg.method``."""
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
+        accelerator.mixed_precision, torch.float32
+    )
     if cfg.nf4_base and cfg.method != "lora":
         raise ValueError("nf4_base quantises a frozen base: it only applies to method 'lora'.")
     pipe = load_pipeline(cfg.pretrained_model, single_file_config=cfg.single_file_config)
@@ -131,7 +143,9 @@ def build_models(cfg: TrainConfig, accelerator) -> TrainModels:
     if cfg.method == "lora" or (cfg.method == "lcf" and cfg.init_lora):
         is_lora = True
         if unet.config.get("time_cond_proj_dim") and cfg.method == "lora":
-            logger.warning("the base UNet already has a w-embedding (a full LCM?); LoRA distillation ignores it.")
+            logger.warning(
+                "the base UNet already has a w-embedding (a full LCM?); LoRA distillation ignores it."
+            )
         if cfg.init_lora:
             load_lora_weights_into(unet, cfg.init_lora, seed=cfg.seed, dropout=cfg.lora_dropout)
         else:
@@ -151,14 +165,18 @@ def build_models(cfg: TrainConfig, accelerator) -> TrainModels:
     elif cfg.method == "lcd":
         teacher = _load_unet(cfg.teacher_model) if cfg.teacher_model else unet
         teacher.requires_grad_(False).eval().to(device, weight_dtype)
-        student = lcd_student_from_teacher(teacher, cfg.time_cond_proj_dim).float().to(device).requires_grad_(True)
+        student = (
+            lcd_student_from_teacher(teacher, cfg.time_cond_proj_dim).float().to(device).requires_grad_(True)
+        )
         w_dim = cfg.time_cond_proj_dim
     else:  # LCF of a full LCM
         student = unet.float().to(device).requires_grad_(True)
         w_dim = int(unet.config["time_cond_proj_dim"])
     if cfg.cache_file and cfg.validation_steps == 0 and is_lora:
         # Latents and embeddings come from the cache and the LoRA export needs no pipeline: free the encoders.
-        drop = {n: None for n in ("vae", "text_encoder", "text_encoder_2") if getattr(pipe, n, None) is not None}
+        drop = {
+            n: None for n in ("vae", "text_encoder", "text_encoder_2") if getattr(pipe, n, None) is not None
+        }
         pipe.register_modules(**drop)
         parts.vae = None
         logger.info("training from the cache: released %s", ", ".join(drop))
@@ -167,12 +185,22 @@ def build_models(cfg: TrainConfig, accelerator) -> TrainModels:
     trainable = [(n, p) for n, p in student.named_parameters() if p.requires_grad]
     if not trainable:
         raise ValueError("nothing to train: no parameter requires grad (check lora_target_modules).")
-    ema = [p.detach().clone() for _, p in trainable] if cfg.target == "ema" else None
+    ema = target_ema([p for _, p in trainable], cfg.ema_decay) if cfg.target == "ema" else None
     n_params = sum(p.numel() for _, p in trainable)
     logger.info("method %s: %.2fM trainable parameters, teacher: %s", cfg.method, n_params / 1e6,
                 "none (LCF)" if cfg.method == "lcf" else ("separate UNet" if teacher is not None else "base UNet, adapters disabled"))  # fmt: skip
     return TrainModels(parts=parts, student=student, teacher=teacher, trainable=trainable, ema=ema,
                        w_embedding_dim=w_dim, is_lora=is_lora)  # fmt: skip
+
+
+def target_ema(params: list[torch.nn.Parameter], decay: float):
+    """diffusers' ``EMAModel`` of ``params`` with a constant ``decay`` from the first update on:
+    theta_ema <- decay * theta_ema + (1 - decay) * theta, the target network of LCD (as the ``update_ema`` of
+    diffusers' LCD script). ``update_after_step=-1`` and ``min_decay=decay`` switch off EMAModel's warm-up
+    (a decay of 0 on the first update, then (1 + n) / (10 + n))."""
+    from diffusers.training_utils import EMAModel
+
+    return EMAModel(params, decay=decay, min_decay=decay, update_after_step=-1, foreach=True)
 
 
 def clone_frozen(module: torch.nn.Module) -> torch.nn.Module:

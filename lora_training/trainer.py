@@ -21,7 +21,6 @@ from lora_training import checkpoint as ckpt
 from lora_training.config import TrainConfig
 from lora_training.data import BatchStream, DataPosition, build_source
 from lora_training.lcd import Objective, lcm_loss
-from lora_training.losses import ema_update
 from lora_training.models import TrainModels, build_models
 
 logger = logging.getLogger(__name__)
@@ -51,7 +50,8 @@ class Trainer:
 
         self.cfg = config
         self.accelerator = accelerator or Accelerator(
-            mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps
+            mixed_precision=config.mixed_precision,
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
         )
         self.out = Path(config.output_dir)
         self.models: TrainModels = build_models(config, self.accelerator)
@@ -122,10 +122,10 @@ class Trainer:
     @contextlib.contextmanager
     def _ema_weights(self):
         """Temporarily swap the EMA tensors into the trainable parameters (no copies: pointer swap)."""
-        ema = self.models.ema
-        if ema is None:
+        if self.models.ema is None:
             yield
             return
+        ema = self.models.ema.shadow_params
         params = [p for _, p in self.models.trainable]
         for p, e in zip(params, ema, strict=True):
             p.data, e.data = e.data, p.data
@@ -145,7 +145,9 @@ class Trainer:
             mean, std = batch["latent_mean"].to(device), batch["latent_std"].to(device)
             cond = {"encoder_hidden_states": batch["prompt_embeds"].to(device)}
             if "text_embeds" in batch:
-                cond.update(text_embeds=batch["text_embeds"].to(device), time_ids=batch["time_ids"].to(device))
+                cond.update(
+                    text_embeds=batch["text_embeds"].to(device), time_ids=batch["time_ids"].to(device)
+                )
             uncond = None
             if self.objective.with_teacher:
                 if parts.is_sdxl:
@@ -175,10 +177,15 @@ class Trainer:
             state = {"step": self.step, "micro_step": self.micro_step, "epoch": self.stream.position.epoch,
                      "batch": self.stream.position.batch, "skipped_nan": self.skipped_nan,
                      "config": self.cfg.to_dict()}  # fmt: skip
+            names = [n for n, _ in self.models.trainable]
+            ema = (
+                None
+                if self.models.ema is None
+                else dict(zip(names, self.models.ema.shadow_params, strict=True))
+            )
             folder = ckpt.save_checkpoint(
                 self.out / f"checkpoint-{self.step}",
-                trainable={n: p for n, p in self.models.trainable},
-                ema={n: e for (n, _), e in zip(self.models.trainable, self.models.ema, strict=True)} if self.models.ema else None,
+                trainable={n: p for n, p in self.models.trainable}, ema=ema,
                 optimizer_state=self.optimizer.state_dict(), scheduler_state=self.lr_scheduler.state_dict(),
                 state=state, rng=rng, total_limit=self.cfg.checkpoints_total_limit,
             )  # fmt: skip
@@ -197,8 +204,10 @@ class Trainer:
                 p.copy_(data["trainable"][n])
             if self.models.ema is not None:
                 if data["ema"] is None:
-                    raise ValueError(f"checkpoint {folder} has no EMA weights; resume with the same target setting.")
-                for (n, _), e in zip(self.models.trainable, self.models.ema, strict=True):
+                    raise ValueError(
+                        f"checkpoint {folder} has no EMA weights; resume with the same target setting."
+                    )
+                for (n, _), e in zip(self.models.trainable, self.models.ema.shadow_params, strict=True):
                     e.copy_(data["ema"][n])
         self.optimizer.load_state_dict(data["optimizer"])
         self.lr_scheduler.load_state_dict(data["lr_scheduler"])
@@ -207,7 +216,9 @@ class Trainer:
         self.stream.position = DataPosition(s["epoch"], s["batch"])
         torch.set_rng_state(data["rng"]["torch_cpu"])
         if torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([data["rng"][k] for k in sorted(data["rng"]) if k.startswith("cuda_")])
+            torch.cuda.set_rng_state_all(
+                [data["rng"][k] for k in sorted(data["rng"]) if k.startswith("cuda_")]
+            )
         logger.info("resumed from %s at step %d", folder, self.step)
 
     # --- the loop ----------------------------------------------------------------------------------------
@@ -227,7 +238,12 @@ class Trainer:
         result = TrainResult(steps=self.step, final_loss=math.nan)
         self._losses_so_far = result.losses
         batches = iter(self.stream)
-        bar = tqdm(total=cfg.max_train_steps, initial=self.step, disable=not acc.is_local_main_process, desc="lcm " + cfg.method)
+        bar = tqdm(
+            total=cfg.max_train_steps,
+            initial=self.step,
+            disable=not acc.is_local_main_process,
+            desc="lcm " + cfg.method,
+        )
         self.student.train()
         while self.step < cfg.max_train_steps:
             step_loss = 0.0
@@ -258,9 +274,11 @@ class Trainer:
                     raise RuntimeError(f"the loss became NaN/inf at step {self.step + 1}; lower learning_rate, use bf16 "
                                        "instead of fp16, check the data, or set nan_policy='skip'.")  # fmt: skip
                 self.skipped_nan += 1
-                logger.warning("non-finite loss at step %d: step skipped (%d so far)", self.step + 1, self.skipped_nan)
+                logger.warning(
+                    "non-finite loss at step %d: step skipped (%d so far)", self.step + 1, self.skipped_nan
+                )
             elif self.models.ema is not None:
-                ema_update(self.models.ema, [p for _, p in self.models.trainable], cfg.ema_decay)
+                self.models.ema.step([p for _, p in self.models.trainable])
             self.step += 1
             result.losses.append(step_loss)
             result.final_loss = step_loss

@@ -19,7 +19,8 @@ class TeacherConfig:
         pair_fraction: share of two-object scenes among the training images (the world draws 0.3; more
             pairs put more of the training on binding colours and shapes to the right object).
         cfg_dropout: fraction of captions replaced by "" (enables classifier-free guidance).
-        ema_decay: EMA decay of the UNet/text-encoder weights that are saved.
+        ema_decay: EMA decay of the UNet/text-encoder weights that are saved (diffusers' ``EMAModel``, whose
+            warm-up ramps the decay as min(ema_decay, (1 + n) / (10 + n)) over the updates n).
         kl_weight: weight of the VAE's KL term.
         snr_gamma: min-SNR loss weighting gamma (Hang et al. 2023); 0 disables it.
         seed: seed of every generator used in training.

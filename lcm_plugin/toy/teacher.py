@@ -166,6 +166,7 @@ def train_teacher(
     continue training from their saved (EMA) weights for another ``cfg.unet_steps`` steps.
     """
     from diffusers import DDPMScheduler
+    from diffusers.training_utils import EMAModel
 
     world_cfg = dataclasses.replace(world_cfg or world.WorldConfig(), pair_fraction=cfg.pair_fraction)
     device = models.checked_device(cfg.device)
@@ -213,22 +214,19 @@ def train_teacher(
     ).input_ids.to(device)
     empty = tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids.to(device)
     params = list(unet.parameters()) + list(text_encoder.parameters())
-    ema = [p.detach().clone() for p in params]
+    # diffusers' EMAModel and its warm-up: decay min(ema_decay, (1 + n) / (10 + n)) at update n >= 1, 0 at n = 0
+    ema = EMAModel(params, decay=cfg.ema_decay, foreach=True)
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=1e-2)
     noise_sched = DDPMScheduler(**{k: v for k, v in models.SD_SCHEDULE.items() if k != "set_alpha_to_one"})
     abar = noise_sched.alphas_cumprod.to(device)
     snr = abar / (1 - abar)
     unet_t0 = time.time()
 
-    def save() -> None:
-        live = [p.detach().clone() for p in params]
-        with torch.no_grad():
-            for p, e in zip(params, ema, strict=True):
-                p.copy_(e)
+    def save() -> None:  # the EMA weights are the ones saved
+        ema.store(params)
+        ema.copy_to(params)
         _save_pipeline(vae, text_encoder, tokenizer, unet, tok_dir, out)
-        with torch.no_grad():
-            for p, v in zip(params, live, strict=True):
-                p.copy_(v)
+        ema.restore(params)
 
     for step in tqdm(range(cfg.unet_steps), desc="unet", mininterval=10):
         lr = unet_lr_at(cfg, step)
@@ -249,9 +247,7 @@ def train_teacher(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
+        ema.step(params)
         if step % 50 == 0:
             logger.info("unet step %d loss %.4f lr %.2e (%.0f s)", step, loss.item(), lr, time.time() - t0)
         if (step + 1) % cfg.save_every == 0:

@@ -9,7 +9,7 @@ import torch
 
 from lcm_plugin.core import sd_alphas_cumprod
 from lora_training.lcd import Draws, Objective, guided_estimates, lcm_loss, teacher_solve
-from lora_training.losses import consistency_loss, ema_update, pseudo_huber
+from lora_training.losses import consistency_loss, pseudo_huber
 from lora_training.teachers import unet_call
 from tests.training.helpers import tiny_unet
 
@@ -107,10 +107,19 @@ def test_pseudo_huber_value_and_l2():
         consistency_loss(a, b, loss_type="l1")
 
 
-def test_ema_update_math():
-    target, online = [torch.tensor([1.0, 2.0])], [torch.tensor([3.0, -2.0])]
-    ema_update(target, online, 0.9)
-    torch.testing.assert_close(target[0], torch.tensor([0.9 * 1 + 0.1 * 3, 0.9 * 2 - 0.1 * 2]))
+def test_target_ema_has_a_constant_decay_from_the_first_update():
+    """diffusers' EMAModel as the LCD target: theta <- 0.9 theta + 0.1 online on every update, no warm-up (EMAModel's
+    default would copy the online weights on the first update and ramp the decay as (1 + n) / (10 + n))."""
+    from lora_training.models import target_ema
+
+    start = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    ema = target_ema([start], 0.9)
+    expected = torch.tensor([1.0, 2.0])
+    for online in (torch.tensor([3.0, -2.0]), torch.tensor([0.5, 4.0])):
+        ema.step([torch.nn.Parameter(online)])
+        expected = 0.9 * expected + 0.1 * online
+        torch.testing.assert_close(ema.shadow_params[0], expected)
+    assert torch.equal(start.detach(), torch.tensor([1.0, 2.0]))  # the online weights are not touched
 
 
 def test_dpmpp_needs_k_at_least_two():

@@ -111,7 +111,7 @@ def test_resume_after_kill_is_bit_identical(tmp_path, pipe_dir, data_dir, monkey
     assert part.losses + rest.losses == full.losses
     for (n, p), (n2, q) in zip(straight.models.trainable, resumed.models.trainable, strict=True):
         assert n == n2 and torch.equal(p, q), n
-    for e, f in zip(straight.models.ema, resumed.models.ema, strict=True):
+    for e, f in zip(straight.models.ema.shadow_params, resumed.models.ema.shadow_params, strict=True):
         assert torch.equal(e, f)
     assert resumed.stream.position == straight.stream.position
 
