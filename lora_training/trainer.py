@@ -236,7 +236,6 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
         result = TrainResult(steps=self.step, final_loss=math.nan)
-        self._losses_so_far = result.losses
         batches = iter(self.stream)
         bar = tqdm(
             total=cfg.max_train_steps,
