@@ -43,6 +43,22 @@ def resolve_recipe(recipe: Recipe | str | os.PathLike) -> Recipe:
     return recipe_table.get(str(recipe))  # raises with the list of known recipes
 
 
+def generate_recipe(lora: str | os.PathLike | None, name: str | None = None) -> tuple[Recipe, str | None]:
+    """The recipe ``lcm-plugin generate`` samples with, and the line it prints about it.
+
+    ``name`` (``--recipe``) wins; else the LoRA file is recognised; without a LoRA it is plain LCM, silently.
+    """
+    if name is not None:
+        recipe = recipe_table.get(name)
+        return recipe, f"recipe {recipe.name}: {recipe.describe()}"
+    if lora is None:
+        return recipe_table.get(recipe_table.DEFAULT_RECIPE), None
+    from lcm_plugin.adapters.recognition import recognise
+
+    found = recognise(lora)
+    return found.recipe, found.notice()
+
+
 def scheduler_for(pipe_config, recipe: Recipe, *, gamma: float | None = None):
     """An :class:`LCMPluginScheduler` for ``recipe`` from a pipeline's scheduler config (its betas and
     prediction type; the recipe's when it fixes one)."""

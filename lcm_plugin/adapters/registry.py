@@ -15,6 +15,7 @@ Sources, looked up on 2026-11-26:
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,5 +146,14 @@ def find(name: str) -> KnownAdapter:
     by_repo = [e for e in entries if e.repo_id is not None and e.repo_id == name]
     if len(by_repo) == 1:
         return by_repo[0]
-    names = ", ".join(e.name for e in entries)
-    raise ValueError(f"unknown adapter {name!r}; known adapters: {names} (or pass a https:// URL)")
+    close = difflib.get_close_matches(name, [e.name for e in entries], n=3, cutoff=0.6)
+    shown = [e.name for e in entries[:6]]
+    more = (
+        f", ... {len(entries) - len(shown)} more (`lcm-plugin adapters list`)"
+        if len(entries) > len(shown)
+        else ""
+    )
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ValueError(
+        f"unknown adapter {name!r}; known adapters: {', '.join(shown)}{more}{hint} (or pass a https:// URL)"
+    )

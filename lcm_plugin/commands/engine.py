@@ -43,9 +43,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--prompt", required=True, action="append", help="prompt (repeat for several images)")
     g.add_argument("--negative-prompt", default=None, help="negative prompt (acts only with --guidance > 1)")
     g.add_argument(
-        "--lora", default=None, help="LCM-LoRA .safetensors file or folder to load (diffusers or kohya keys)"
+        "--lora",
+        default=None,
+        help="few-step LoRA .safetensors file or folder (diffusers or kohya keys); its recipe (LCM, TCD, Hyper-SD, "
+        "PCM, SDXL-Lightning, DMD2: `adapters list`) is found from its metadata, sha256 or registry file name",
     )
-    g.add_argument("--steps", type=int, default=4, help="LCM steps (default 4)")
+    g.add_argument(
+        "--recipe",
+        default=None,
+        help="sample with this recipe (`adapters list`) instead of the recognised one",
+    )
+    g.add_argument("--steps", type=int, default=None, help="steps (default: the recipe's, 4 for LCM)")
     g.add_argument(
         "--timesteps",
         default=None,
@@ -53,9 +61,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "grid is allowed, with a warning)",
     )
     g.add_argument(
-        "--guidance", type=float, default=1.0, help="CFG scale; LCM-LoRA 1-2, full LCM 3-13 (default 1.0)"
+        "--guidance",
+        type=float,
+        default=None,
+        help="CFG scale; LCM-LoRA 1-2, full LCM 3-13 (default: the recipe's, 1.0 = no guidance for LCM-LoRA)",
     )
-    g.add_argument("--gamma", type=float, default=1.0, help="1 = LCM, 0 = deterministic, 0.3 = TCD's default")
+    g.add_argument(
+        "--gamma",
+        type=float,
+        default=None,
+        help="1 = LCM, 0 = deterministic, 0.3 = TCD's default (default: the recipe's)",
+    )
     g.add_argument("--size", type=int, default=None, help="image height and width (default: the model's)")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument(
@@ -102,13 +118,20 @@ def _check_generate_inputs(args: argparse.Namespace) -> tuple[int, ...] | None:
     if args.lora is not None:
         check_input_path(args.lora, "LoRA")
     check_writable_output(args.out, "file", flag="--out", suffixes=(".png",))
-    check_min_int(args.steps, "--steps")
+    if args.steps is not None:
+        check_min_int(args.steps, "--steps")
     if args.threads is not None:
         check_min_int(args.threads, "--threads")
     if args.size is not None and (args.size < 8 or args.size % 8):
         raise ValueError(f"--size must be a positive multiple of 8 (the VAE's latent grid), got {args.size}.")
-    check_finite(args.guidance, "--guidance (1 = no guidance)", low=0.0)
-    check_finite(args.gamma, "--gamma (1 = LCM, 0 = deterministic)", low=0.0, high=1.0)
+    if args.guidance is not None:
+        check_finite(args.guidance, "--guidance (1 = no guidance)", low=0.0)
+    if args.gamma is not None:
+        check_finite(args.gamma, "--gamma (1 = LCM, 0 = deterministic)", low=0.0, high=1.0)
+    if args.recipe is not None:
+        from lcm_plugin.adapters.recipe_table import get
+
+        get(args.recipe)  # unknown names fail here, listing the known ones
     return parse_timesteps(args.timesteps) if args.timesteps is not None else None
 
 
@@ -131,36 +154,33 @@ def _generate(args: argparse.Namespace) -> int:
     timesteps = _check_generate_inputs(args)  # before any heavy import
     import torch
 
-    from lcm_plugin import core
-
-    core.check_gamma(args.gamma)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    from lcm_plugin.adapters.inspection import distillation_grid_size
-    from lcm_plugin.diffusers_scheduler import LCMPluginScheduler
     from lcm_plugin.images import save_grid
     from lcm_plugin.pipeline_loading import load_lora, load_pipeline, lora_file
+    from lcm_plugin.recipes_diffusers import apply_recipe, generate_recipe
 
     lora = lora_file(args.lora) if args.lora else None  # header checked before the model loads
-    grid = distillation_grid_size(lora) if lora else None  # our adapters record their grid
+    recipe, notice = generate_recipe(lora, args.recipe)  # metadata / sha256 / registry name, else plain LCM
+    if notice:
+        print(notice)
     pipe = load_pipeline(args.model, single_file_config=args.single_file_config, keep_safety_checker=True)
-    extra = {} if grid is None else {"original_inference_steps": grid}
-    pipe.scheduler = LCMPluginScheduler.from_config(pipe.scheduler.config, gamma=args.gamma, **extra)
     if lora:
         load_lora(pipe, lora)
     pipe.set_progress_bar_config(disable=False)
     size = {} if args.size is None else {"height": args.size, "width": args.size}
-    # the scheduler checks explicit timesteps (order, range, grid) when the pipeline hands them over
-    schedule = (
-        {"timesteps": list(timesteps)} if timesteps is not None else {"num_inference_steps": args.steps}
-    )
     n_steps = len(timesteps) if timesteps is not None else args.steps
+    call = apply_recipe(pipe, recipe, steps=n_steps, guidance_scale=args.guidance, gamma=args.gamma)
+    if timesteps is not None:
+        call["timesteps"] = list(
+            timesteps
+        )  # checked by the scheduler (order, range, grid) when the pipeline passes them
+    n_steps = len(call["timesteps"])
     start = time.perf_counter()
     output = pipe(
         args.prompt,
         negative_prompt=[args.negative_prompt] * len(args.prompt) if args.negative_prompt else None,
-        **schedule,
-        guidance_scale=args.guidance,
+        **call,
         generator=torch.Generator().manual_seed(args.seed),
         output_type="pt",
         **size,
@@ -169,5 +189,7 @@ def _generate(args: argparse.Namespace) -> int:
     images = _to_pil(pipe, output.images)
     save_grid(images, args.out, columns=len(images))
     at = f" at timesteps {list(timesteps)}" if timesteps is not None else ""
-    print(f"{len(images)} image(s), {n_steps} LCM steps{at}, {elapsed:.2f} s -> {args.out}")
+    print(
+        f"{len(images)} image(s), {n_steps} LCM steps{at}, recipe {recipe.name}, {elapsed:.2f} s -> {args.out}"
+    )
     return 0
