@@ -61,24 +61,9 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-class _NoBar:
-    """Stand-in progress bar when tqdm is not installed (it comes with the ``hub`` extra)."""
-
-    def __enter__(self) -> _NoBar:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-    def update(self, n: int) -> None:
-        return None
-
-
 def _progress(total: int | None, initial: int, desc: str, enabled: bool):
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return _NoBar()
+    from tqdm.auto import tqdm  # a dependency of the package (the hosts ship it too)
+
     return tqdm(
         total=total,
         initial=initial,
