@@ -30,8 +30,8 @@ def lcm_grid_scheduler(model_sampling, steps: int) -> torch.Tensor:
         return grid_sigmas(model_sampling, steps)
     except ValueError as err:
         raise ValueError(
-            f"lcm_grid: {err} (the KSampler asks for int(steps / denoise) steps when denoise < 1; the LCM "
-            "Scheduler node's denoise input stays on the grid for any strength)"
+            f"lcm_grid: {err} (BasicScheduler asks for int(steps / denoise) steps when denoise < 1; the LCM "
+            "Scheduler node's denoise input, like the KSampler's, stays on the grid for any strength)"
         ) from err
 
 

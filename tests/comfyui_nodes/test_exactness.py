@@ -20,6 +20,7 @@ TOLERANCE = 1e-4
 PREDICTIONS = ("epsilon", "v_prediction")
 GRID = list(itertools.product(PREDICTIONS, (1, 2, 4, 8), (1.0, 0.5), (1.0, 2.0), (1.0, 0.3)))
 SHAPE = (1, 4, 8, 8)
+DENOISE_ANY = (0.3, 0.6, 0.75)  # where ComfyUI's own truncation rule would differ from LCM's img2img rule
 
 
 def _case_id(pred, steps, denoise, cfg, gamma) -> str:
@@ -126,6 +127,9 @@ def runs(tiny_checkpoint):
                     1,
                 )
             )
+    for i, (steps, denoise) in enumerate(itertools.product((1, 2, 4), DENOISE_ANY)):
+        for path in ("ksampler", "custom"):
+            cases.append((f"any-{steps}-{denoise}", path, "epsilon", steps, denoise, 1.0, 1.0, 400 + i, 1))
     cases.append(("batch2", "ksampler", "epsilon", 4, 1.0, 2.0, 1.0, 7, 2))
     prompts = [
         _prompt(ckpt.name, path, pred, steps, den, cfg, gam, seed, batch)
@@ -178,6 +182,14 @@ def test_after_core_model_sampling_lcm_the_boundary_condition_is_not_applied_twi
     assert len(pairs) == 16
     for ours, reference in pairs:
         assert _diff((ours, reference)) <= 1e-4 * max(1.0, reference.abs().max().item())
+
+
+@pytest.mark.parametrize("path", ["ksampler", "custom"])
+def test_any_denoise_follows_lcm_img2img_rule_in_the_ksampler_too(runs, path):
+    """The stock KSampler's denoise with lcm_grid uses LCM's strength rule, not ComfyUI's int(steps / denoise)
+    truncation (1 step at 0.6 would be text-to-image there)."""
+    diffs = [_diff(pair) for (key, p), pair in runs.items() if p == path and key.startswith("any-")]
+    assert len(diffs) == 9 and max(diffs) <= TOLERANCE
 
 
 def test_batch_of_two_draws_the_noise_of_the_whole_batch(runs):

@@ -51,6 +51,13 @@ def test_bad_settings_say_what_to_do(facts):
     assert "cannot exceed original_inference_steps (20)" in facts["too_many_steps"]
     assert "int(steps / denoise)" in facts["too_many_steps"]
     assert "denoise must be in (0, 1]" in facts["scheduler_node_denoise_0"]
+    assert "lcm_grid: denoise must be in (0, 1]" in facts["ksampler_denoise_0"]
+    assert facts["ksampler_denoise_0_core"] == 0  # other schedulers keep ComfyUI's own behaviour
+
+
+def test_ksampler_denoise_uses_the_lcm_img2img_rule_for_lcm_grid(facts):
+    # 1 step at denoise 0.6: LCM's rule gives t = 599 (ComfyUI's truncation would give t = 999, text-to-image)
+    torch.testing.assert_close(torch.tensor(facts["ksampler_grid_06"]), torch.tensor(_sd_sigmas([599])))
 
 
 def test_nothing_heavy_is_imported_at_comfyui_start_up(facts):

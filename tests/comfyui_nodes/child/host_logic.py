@@ -66,6 +66,11 @@ info = {
     "grid_4_core_lcm": comfy.samplers.calculate_sigmas(ms["core_lcm"], "lcm_grid", 4).tolist(),
     "too_many_steps": error_of(comfy.samplers.calculate_sigmas, ms["ours"], "lcm_grid", 21),
     "scheduler_node_denoise_0": error_of(schedule.LCMPluginScheduler.execute, model, 4, 0.0, 0),
+    "ksampler_denoise_0": error_of(comfy.samplers.KSampler, ours, 4, "cpu", "lcm_exact", "lcm_grid", 0.0),
+    "ksampler_denoise_0_core": len(comfy.samplers.KSampler(model, 4, "cpu", "euler", "normal", 0.0).sigmas),
+    "ksampler_grid_06": comfy.samplers.KSampler(
+        model, 1, "cpu", "lcm_exact", "lcm_grid", 0.6
+    ).sigmas.tolist(),
     "names": {
         "KSAMPLER_NAMES": "lcm_exact" in comfy.samplers.KSAMPLER_NAMES,
         "SAMPLER_NAMES": "lcm_exact" in comfy.samplers.SAMPLER_NAMES,
