@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
+import torch
+from diffusers import LCMScheduler
 from PIL import Image
 
 from lcm_plugin.cli import main
@@ -49,9 +52,17 @@ def test_generate_from_a_saved_pipeline(tmp_path, capsys):
         ]
     )
     assert code == 0
-    assert Image.open(out).size == (64, 32)
     assert "2 LCM steps" in capsys.readouterr().out
-    assert isinstance(LCMPluginScheduler.from_config(pipe.scheduler.config), LCMPluginScheduler)
+    # the grid is what diffusers' own LCMScheduler gives in the same pipeline (the independent reference)
+    pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    ref = pipe(["a red circle", "a blue square"], num_inference_steps=2, guidance_scale=1.0, height=32, width=32,
+               generator=torch.Generator().manual_seed(0), output_type="np").images  # fmt: skip
+    with Image.open(out) as im:
+        got = np.asarray(im.convert("RGB"), dtype=np.int16)
+    want = np.concatenate(list((ref * 255).round().astype(np.int16)), axis=1)  # two columns, one row
+    assert got.shape == want.shape == (32, 64, 3)
+    assert np.abs(got - want).max() <= 1  # 8-bit rounding of values equal to 1e-6
 
 
 def test_generate_at_explicit_timesteps(tmp_path, capsys, monkeypatch):
