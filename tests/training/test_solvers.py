@@ -1,4 +1,4 @@
-"""Teacher solver steps against diffusers' DDIMScheduler and an independent sigma-space DPM-Solver++(2M)."""
+"""Teacher solver steps against diffusers' DDIMScheduler and k-diffusion's sample_dpmpp_2m (DPM-Solver++(2M))."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import torch
 
 from lcm_plugin.core import make_betas, sd_alphas_cumprod
 from lcm_plugin.core.solvers import check_solver, ddim_step, dpmpp_2m_step, euler_step
+from tests.engine.helpers import import_k_diffusion
 
 AC = sd_alphas_cumprod()
 
@@ -27,41 +28,60 @@ def test_ddim_step_equals_diffusers_ddim_scheduler():
         torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
 
 
-def _kdiff_dpmpp_2m(x_ve, denoised_fn, sigmas):
-    """k-diffusion's sample_dpmpp_2m (Karras et al. sigma space), written out independently for the test."""
-    old = None
-    for i in range(len(sigmas) - 1):
-        d = denoised_fn(x_ve, sigmas[i])
-        t, t_next = -sigmas[i].log(), -sigmas[i + 1].log()
-        h = t_next - t
-        if old is None:
-            x_ve = (sigmas[i + 1] / sigmas[i]) * x_ve - (-h).expm1() * d
-        else:
-            h_last = t - (-sigmas[i - 1].log())
-            r = h_last / h
-            x_ve = (sigmas[i + 1] / sigmas[i]) * x_ve - (-h).expm1() * ((1 + 1 / (2 * r)) * d - (1 / (2 * r)) * old)
-        old = d
-    return x_ve
+def _denoised_ve(x_ve, sigma):
+    """A model whose x0 depends on its input, so the solver's history matters (k-diffusion denoiser contract)."""
+    x0_true = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(1)).double()
+    return 0.7 * x0_true + 0.1 * torch.tanh(x_ve / (1 + sigma.reshape(-1, 1, 1, 1)))
 
 
-def test_dpmpp_2m_matches_sigma_space_reference():
+def test_dpmpp_2m_step_equals_k_diffusion_sample_dpmpp_2m():
+    """Our VP-space DPM-Solver++(2M) steps, chained over 3 steps, equal k-diffusion's own sample_dpmpp_2m."""
+    sampling, _ = import_k_diffusion()
     ts = torch.tensor([999, 759, 499, 259])
     sig = ((1 - AC[ts].double()) / AC[ts].double()).sqrt()
-    x0_true = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(1)).double()
-
-    def denoised_ve(x_ve, s):  # a model whose x0 depends on the input, so the history matters
-        return 0.7 * x0_true + 0.1 * torch.tanh(x_ve / (1 + s))
-
     x_ve = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(2)).double() * sig[0]
-    ref = _kdiff_dpmpp_2m(x_ve.clone(), denoised_ve, sig)
+    ref = sampling.sample_dpmpp_2m(_denoised_ve, x_ve.clone(), sig, disable=True)
     a = AC[ts].double().reshape(-1, 1, 1, 1, 1)
     x = x_ve * a[0].sqrt()  # VP sample
     prev_d, prev_a = None, None
     for i in range(len(ts) - 1):
-        d = denoised_ve(x / a[i].sqrt(), sig[i])
+        d = _denoised_ve(x / a[i].sqrt(), sig[i])
         x = dpmpp_2m_step(x, d, a[i], a[i + 1], denoised_prev=prev_d, alpha_prod_prev=prev_a)
         prev_d, prev_a = d, a[i]
     torch.testing.assert_close(x / a[-1].sqrt(), ref, atol=1e-10, rtol=1e-10)
+
+
+def test_lcd_dpmpp_2m_teacher_step_equals_k_diffusion_sample_dpmpp_2m():
+    """The distillation's DPM-Solver++(2M) teacher step t_{n+k} -> (midpoint) -> t_n, guided estimates and all,
+    is k-diffusion's sample_dpmpp_2m over the sigmas of [t_{n+k}, t_mid, t_n] with the guided x0 as denoiser."""
+    from lora_training.lcd import Draws, Objective, guided_estimates, teacher_solve
+
+    sampling, _ = import_k_diffusion()
+    g = torch.Generator().manual_seed(5)
+    bsz = 3
+    z = torch.randn(bsz, 4, 4, 4, generator=g, dtype=torch.float64)
+    cond = {"encoder_hidden_states": torch.randn(bsz, 1, 1, 1, generator=g, dtype=torch.float64)}
+    uncond = {"encoder_hidden_states": torch.zeros(bsz, 1, 1, 1, dtype=torch.float64)}
+    w = torch.tensor([2.0, 5.0, 11.0], dtype=torch.float64)
+
+    def teacher(sample, t, c):  # an epsilon model that depends on its input, the timestep and the text
+        return 0.5 * torch.tanh(sample) + 0.2 * c["encoder_hidden_states"] + 1e-4 * t.reshape(-1, 1, 1, 1)
+
+    obj = Objective(alphas_cumprod=AC.double(), prediction_type="epsilon", solver="dpmpp_2m")
+    t_start, t_end = torch.full((bsz,), 519), torch.full((bsz,), 499)
+    ours = teacher_solve(obj, teacher, z, Draws(t_start, t_end, torch.zeros_like(z), w), cond, uncond)
+
+    ts = torch.tensor([519, 509, 499])  # t_mid = (t_{n+k} + t_n) // 2
+    abar = AC.double()[ts]
+    sigmas = ((1 - abar) / abar).sqrt()
+
+    def denoiser(x_ve, sigma):
+        i = int(torch.argmin((sigmas - sigma[0]).abs()))
+        x0, _ = guided_estimates(obj, teacher, x_ve * abar[i].sqrt(), ts[i].repeat(bsz), cond, uncond, w)
+        return x0
+
+    ref = sampling.sample_dpmpp_2m(denoiser, z / abar[0].sqrt(), sigmas, disable=True) * abar[-1].sqrt()
+    torch.testing.assert_close(ours, ref, atol=1e-10, rtol=1e-10)
 
 
 def test_first_order_dpmpp_equals_ddim():
