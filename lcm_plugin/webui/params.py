@@ -24,6 +24,12 @@ SCHEDULER_ALIASES = ("LCMGrid",)
 # Infotext keys (the "Steps: 4, Sampler: LCM Exact, ..." line); pasting a generation restores them.
 INFOTEXT_GAMMA = "LCM gamma"
 INFOTEXT_ORIGINAL_STEPS = "LCM original steps"
+INFOTEXT_RECIPE = "LCM recipe"
+INFOTEXT_GAMMA_OVERRIDE = "LCM gamma override"
+
+# "LCM recipe" menu: Auto = the recipe of a known few-step LoRA in the prompt; Off = plain LCM with gamma and N below.
+RECIPE_AUTO = "Auto"
+RECIPE_OFF = "Off"
 
 DEFAULT_GAMMA = 1.0
 DEFAULT_ORIGINAL_INFERENCE_STEPS = 50
@@ -43,10 +49,15 @@ class LCMParams:
     Args:
         gamma: TCD's stochasticity, in [0, 1]: 1 = LCM (default), 0 = deterministic, 0.3 = TCD's default.
         original_inference_steps: N, the distillation grid size (50 for every public LCM / LCM-LoRA).
+        recipe: ``Auto`` (the recipe of a known few-step LoRA in the prompt, else plain LCM), ``Off``, or a recipe
+            name (``lcm-plugin adapters list``).
+        gamma_override: use ``gamma`` instead of the recipe's own (TCD users tune it).
     """
 
     gamma: float = DEFAULT_GAMMA
     original_inference_steps: int = DEFAULT_ORIGINAL_INFERENCE_STEPS
+    recipe: str = RECIPE_AUTO
+    gamma_override: bool = False
 
     def __post_init__(self) -> None:
         if (
@@ -64,20 +75,42 @@ class LCMParams:
                 f"LCM Exact: LCM original steps (the distillation grid N) must be a whole number in [1, 1000], "
                 f"got {n!r}; every public LCM and LCM-LoRA uses 50."
             )
+        if self.recipe not in recipe_choices():
+            raise ValueError(
+                f"LCM Exact: LCM recipe {self.recipe!r} is unknown; pick {RECIPE_AUTO}, {RECIPE_OFF} or one of "
+                f"{', '.join(recipe_choices()[2:])}."
+            )
 
     @classmethod
-    def from_values(cls, gamma: Any = None, original_inference_steps: Any = None) -> LCMParams:
+    def from_values(
+        cls,
+        gamma: Any = None,
+        original_inference_steps: Any = None,
+        recipe: Any = None,
+        gamma_override: Any = None,
+    ) -> LCMParams:
         """Parse values from the UI, the API (``alwayson_scripts``) or infotext; ``None`` means the default."""
         gamma = DEFAULT_GAMMA if gamma is None else _number(gamma, INFOTEXT_GAMMA)
         n = DEFAULT_ORIGINAL_INFERENCE_STEPS if original_inference_steps is None else original_inference_steps
         n = _number(n, INFOTEXT_ORIGINAL_STEPS)
         if isinstance(n, float) and n.is_integer():
             n = int(n)
-        return cls(gamma=float(gamma), original_inference_steps=n)
+        recipe = RECIPE_AUTO if recipe in (None, "") else str(recipe).strip()
+        override = (
+            str(gamma_override).strip().lower() in ("true", "1") if gamma_override is not None else False
+        )
+        return cls(gamma=float(gamma), original_inference_steps=n, recipe=recipe, gamma_override=override)
 
     def infotext(self) -> dict[str, Any]:
         """The infotext entries that restore these settings when a generation is pasted."""
         return {INFOTEXT_GAMMA: self.gamma, INFOTEXT_ORIGINAL_STEPS: self.original_inference_steps}
+
+
+def recipe_choices() -> list[str]:
+    """The "LCM recipe" menu: Auto, Off, then every recipe of :mod:`lcm_plugin.adapters.recipe_table`."""
+    from lcm_plugin.adapters.recipe_table import RECIPES
+
+    return [RECIPE_AUTO, RECIPE_OFF, *RECIPES]
 
 
 def _number(value: Any, name: str) -> float | int:

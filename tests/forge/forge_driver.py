@@ -86,8 +86,12 @@ def processing(case: dict, steps: int):
         sampler_noise_scheduler_override=None, extra_generation_params={}, cfg_scale=case.get("cfg", 1.0),
         eta=None, s_min_uncond=0.0, denoising_strength=case.get("strength", 1.0), seeds=[case["seed"]],
         refiner_switch_at=None, refiner_checkpoint_info=None, scripts=None, image_cfg_scale=None,
-        lcm_plugin_values={"gamma": case.get("gamma"), "original_inference_steps": case.get("original_steps")},
+        lcm_plugin_values={"gamma": case.get("gamma"), "original_inference_steps": case.get("original_steps"),
+                           "recipe": case.get("recipe"), "gamma_override": case.get("gamma_override")},
+        prompt=case.get("prompt", "a fox"),
     )  # fmt: skip
+    case["comments"] = []
+    p.comment = case["comments"].append  # processing.comment: the lines shown under the image
     p.rng = rng.ImageRNG((4, 8, 8), [case["seed"]], subseeds=[case.get("subseed", 0)],
                          subseed_strength=case.get("subseed_strength", 0.0))  # fmt: skip
     return p
@@ -152,6 +156,7 @@ def main() -> None:
         except ValueError as err:
             errors[case["name"]] = str(err)
     lists["infotext"] = {c["name"]: c.get("infotext", {}) for c in cases}
+    lists["comments"] = {c["name"]: c.get("comments", []) for c in cases}
     # "LCM Grid" picked for another sampler: the schedule Forge's own Euler would walk
     euler = sd_samplers.create_sampler("Euler", shared.sd_model)
     p = processing({"seed": 0, "scheduler": "LCM Grid"}, 4)

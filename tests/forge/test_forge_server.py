@@ -16,7 +16,9 @@ import pytest
 import torch
 from PIL import Image
 
+from lcm_plugin.adapters import recipe_table
 from lcm_plugin.diffusers_scheduler import LCMPluginScheduler
+from lcm_plugin.recipes_diffusers import apply_recipe
 from tests.forge.checkpoints import sd15_pipeline, write_checkpoint
 from tests.forge.server import ForgeServer, request
 
@@ -34,6 +36,20 @@ def forge(forge_python, forge_copy, forge_data, forge_root):
     write_checkpoint(pipe, models / "tiny_sd15.safetensors")
     # the same weights, declared v-prediction in their metadata, with no .yaml: the WebUI loads them as epsilon
     write_checkpoint(pipe, models / "tiny_sd15_v.safetensors", {"lcm_plugin.prediction_type": "v_prediction"})
+    # a self-distilled TCD adapter in the LoRA folder (recognised by its metadata; all-zero weights: no effect)
+    from safetensors.torch import save_file
+
+    loras = forge_data / "models" / "Lora"
+    loras.mkdir(parents=True, exist_ok=True)
+    zero = {
+        "lora_unet_x.lora_down.weight": torch.zeros(2, 4),
+        "lora_unet_x.lora_up.weight": torch.zeros(4, 2),
+    }
+    save_file(
+        zero,
+        str(loras / "my-tcd.safetensors"),
+        metadata={"lcm_plugin.recipe": recipe_table.get("tcd").to_metadata()},
+    )
     server = ForgeServer(
         forge_python, forge_copy, forge_data, forge_copy.parent / "forge.log", "tiny_sd15.safetensors"
     )
@@ -95,6 +111,30 @@ def test_gamma_through_the_api_equals_tcd_in_diffusers_and_is_in_the_infotext(fo
     diff = np.abs(_image(body) - _diffusers(pipe, seed=7, gamma=0.3))
     assert diff.max() <= 2 and diff.mean() <= 1.0, (diff.max(), diff.mean())
     assert "LCM gamma: 0.3" in body["info"]
+
+
+def _diffusers_recipe(pipe, name: str, seed: int, steps: int) -> np.ndarray:
+    pipe.scheduler = LCMPluginScheduler()
+    call = apply_recipe(pipe, name, steps=steps)
+    out = pipe(PROMPT, **call, height=64, width=64, generator=torch.Generator().manual_seed(seed))
+    return np.array(out.images[0]).astype(int)
+
+
+@pytest.mark.parametrize("name, steps", [("hyper-nstep-4", 4), ("lightning-2step", 2), ("dmd2-4step", 4)])
+def test_recipe_through_the_api_equals_our_diffusers_helper(forge, name, steps):
+    server, pipe = forge
+    body = _txt2img(server, steps=steps, alwayson_scripts={"LCM Exact": {"args": [1.0, 50, name, False]}})
+    diff = np.abs(_image(body) - _diffusers_recipe(pipe, name, seed=7, steps=steps))
+    assert diff.max() <= 2 and diff.mean() <= 1.0, (name, diff.max(), diff.mean())
+    assert f"LCM recipe: {name}" in body["info"]
+
+
+def test_lora_in_the_prompt_brings_its_recipe(forge):
+    server, pipe = forge
+    body = _txt2img(server, prompt=PROMPT + " <lora:my-tcd:1>")
+    diff = np.abs(_image(body) - _diffusers_recipe(pipe, "tcd", seed=7, steps=4))
+    assert diff.max() <= 2 and diff.mean() <= 1.0, (diff.max(), diff.mean())
+    assert "LCM recipe: tcd" in body["info"] and "LCM gamma: 0.3" in body["info"]
 
 
 def test_seed_and_variation_seed_reproduce(forge):

@@ -121,3 +121,60 @@ def test_prediction_type_mismatch_says_how_to_fix_the_model_setting():
         params.check_prediction_type("v_prediction", "epsilon")
     with pytest.raises(ValueError, match="runs as 'const' in this WebUI .*Pick another sampler"):
         params.check_prediction_type("const", None)
+
+
+# -- few-step recipes (host-free part of the extension) ----------------------------------------------------------
+def test_recipe_settings_parse_and_bad_names_are_refused():
+    from lcm_plugin.webui.params import RECIPE_AUTO, recipe_choices
+
+    assert params.LCMParams.from_values().recipe == RECIPE_AUTO
+    p = params.LCMParams.from_values("0.7", "50", "tcd", "True")
+    assert (p.gamma, p.recipe, p.gamma_override) == (0.7, "tcd", True)
+    assert params.LCMParams.from_values(1.0, 50, "", None).recipe == RECIPE_AUTO  # gradio's empty dropdown
+    assert recipe_choices()[:3] == ["Auto", "Off", "lcm-lora"] and "lightning-4step" in recipe_choices()
+    with pytest.raises(
+        ValueError, match=r"LCM Exact: LCM recipe 'hyper' is unknown; pick Auto, Off or one of lcm-lora"
+    ):
+        params.LCMParams.from_values(1.0, 50, "hyper")
+
+
+def _lora_file(path, metadata=None):
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"lora_unet_x.lora_down.weight": torch.zeros(2, 4)}, str(path), metadata=metadata)
+    return path
+
+
+def test_lora_names_in_prompt():
+    from lcm_plugin.webui.recipes import lora_names_in_prompt
+
+    prompt = "a fox <lora:Hyper-SDXL-4steps-lora:1>, <lyco:style:0.5> <LORA:sub/thing> <lora:style:0.2>"
+    assert lora_names_in_prompt(prompt) == ["Hyper-SDXL-4steps-lora", "style", "sub/thing"]
+    assert lora_names_in_prompt("") == []
+
+
+def test_recipe_comes_from_the_menu_or_the_lora_in_the_prompt(tmp_path):
+    from lcm_plugin.adapters import recipe_table
+    from lcm_plugin.webui.recipes import choose_recipe
+
+    loras = tmp_path / "Lora"
+    _lora_file(loras / "sub" / "Hyper-SDXL-4steps-lora.safetensors")  # known by its registry file name
+    _lora_file(loras / "style.safetensors")
+    _lora_file(loras / "mine.safetensors", {"lcm_plugin.recipe": recipe_table.get("tcd").to_metadata()})
+    auto = params.LCMParams.from_values()
+    chosen = choose_recipe(auto, "a fox <lora:style:0.7> <lora:Hyper-SDXL-4steps-lora:1>", [loras])
+    assert chosen.recipe.name == "hyper-nstep-4" and chosen.gamma == 0.0
+    assert chosen.notices[0].startswith("LCM Exact: style.safetensors: not a known few-step adapter")
+    assert "registry adapter hyper-sdxl-4step (by file name" in chosen.notices[1]
+    assert choose_recipe(auto, "<lora:mine:1>", [loras]).recipe.name == "tcd"
+    plain = choose_recipe(params.LCMParams.from_values(0.5), "a fox <lora:style:1> <lora:missing:1>", [loras])
+    assert plain.recipe is None and plain.gamma == 0.5 and len(plain.notices) == 1
+    off = choose_recipe(params.LCMParams.from_values(1.0, 50, "Off"), "<lora:mine:1>", [loras])
+    assert off.recipe is None and off.notices == ()
+    menu = choose_recipe(params.LCMParams.from_values(0.6, 50, "tcd"), "", [loras])
+    assert (menu.recipe.name, menu.gamma) == ("tcd", 0.3)  # the recipe's gamma unless overridden
+    override = choose_recipe(params.LCMParams.from_values(0.6, 50, "tcd", True), "", [loras])
+    assert override.gamma == 0.6
+    resolved = choose_recipe(auto, "<lora:alias:1>", [], {"alias": str(loras / "mine.safetensors")})
+    assert resolved.recipe.name == "tcd"  # the WebUI's own LoRA list (Forge's networks) wins
