@@ -95,6 +95,7 @@ def _export_final(trainer) -> dict[str, Path]:
         meta = export.adapter_metadata(base_model=cfg.pretrained_model, arch=arch, rank=peft_cfg.r,
                                        alpha=peft_cfg.lora_alpha, steps=trainer.step, method=cfg.method,
                                        extra={"num_ddim_timesteps": cfg.num_ddim_timesteps, "solver": cfg.solver,
+                                              "recipe": _recipe_json(trainer),
                                               "target": cfg.target, "loss_type": cfg.loss_type,
                                               "omega": cfg.omega if cfg.omega is not None else f"U[{cfg.w_min},{cfg.w_max}]"})  # fmt: skip
         diffusers_file = export.save_diffusers_lora(
@@ -107,7 +108,8 @@ def _export_final(trainer) -> dict[str, Path]:
         return {"diffusers_lora": diffusers_file, "kohya_lora": kohya_file}
     meta = export.adapter_metadata(base_model=cfg.pretrained_model, arch=arch, rank=0, alpha=0, steps=trainer.step,
                                    method=cfg.method, extra={"time_cond_proj_dim": models.w_embedding_dim,
-                                                             "num_ddim_timesteps": cfg.num_ddim_timesteps})  # fmt: skip
+                                                             "num_ddim_timesteps": cfg.num_ddim_timesteps,
+                                                             "recipe": _recipe_json(trainer)})  # fmt: skip
     folder = export.save_lcm_pipeline(
         models.parts.pipe,
         models.student,
@@ -117,3 +119,18 @@ def _export_final(trainer) -> dict[str, Path]:
     )
     logger.info("wrote %s", folder)
     return {"lcm_pipeline": folder}
+
+
+def _recipe_json(trainer) -> str:
+    """The sampling recipe of what this run trained (``lcm_plugin.recipe``), so every host samples it the same way."""
+    from lcm_plugin.adapters.recipes import trained_recipe
+
+    cfg, models = trainer.cfg, trainer.models
+    w_range = (cfg.omega, cfg.omega) if cfg.omega is not None else (cfg.w_min, cfg.w_max)
+    return trained_recipe(
+        original_inference_steps=cfg.num_ddim_timesteps,
+        prediction_type=models.parts.prediction_type,
+        guidance_embedding=models.w_embedding_dim is not None and not models.is_lora,
+        w_range=w_range,
+        method=cfg.method,
+    ).to_metadata()

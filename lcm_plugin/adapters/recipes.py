@@ -210,3 +210,40 @@ class Recipe:
             return cls(**data, sources=(Source("adapter metadata", f"{METADATA_KEY} written by lcm-plugin"),))
         except (TypeError, KeyError, json.JSONDecodeError, AttributeError) as err:
             raise ValueError(f"{METADATA_KEY} in the adapter's metadata is not a recipe ({err}).") from err
+
+
+def trained_recipe(
+    *,
+    original_inference_steps: int,
+    prediction_type: str,
+    guidance_embedding: bool = False,
+    w_range: tuple[float, float] | None = None,
+    method: str = "lora",
+) -> Recipe:
+    """The recipe of what the lcm-plugin trainer distilled, for the adapter's metadata (:data:`METADATA_KEY`).
+
+    Args:
+        original_inference_steps: the grid N it was distilled on.
+        prediction_type: the teacher's parameterisation (the student predicts the same).
+        guidance_embedding: a full model with the w-embedding (LCD): CFG is the embedded guidance scale w + 1.
+        w_range: the guidance w it was distilled with (fixed omega: (omega, omega)); sets a full model's CFG.
+        method: the trainer's method (lora, lcd, lcf), for the title.
+    """
+    n = int(original_inference_steps)
+    if guidance_embedding and w_range is not None:
+        low, high = (float(w) + 1.0 for w in w_range)
+        cfg, cfg_range = (low + high) / 2, (low, high)
+    else:  # a LoRA distilled against the CFG-augmented teacher: no or light CFG at inference, as LCM-LoRA
+        cfg, cfg_range = 1.0, (1.0, 2.0)
+    return Recipe(
+        name=f"lcm-{method}-n{n}",
+        title=f"lcm-plugin {method} distillation on the N = {n} grid ({prediction_type})",
+        original_inference_steps=n,
+        step_range=(1, min(8, n)),
+        default_steps=min(4, n),
+        cfg=cfg,
+        cfg_range=cfg_range,
+        prediction_type=prediction_type,
+        authors_code="LCMPluginScheduler(original_inference_steps=N, gamma=1.0)",
+        sources=(Source("lcm-plugin trainer", "the training configuration of this adapter"),),
+    )
