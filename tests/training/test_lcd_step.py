@@ -97,6 +97,57 @@ def test_lcf_target_uses_same_x0_and_same_eps():
     assert set(seen["t_start"].tolist()) <= set(range(19, 1000, 20))
 
 
+@pytest.mark.parametrize(("prediction_type", "loss_type"), [("epsilon", "huber"), ("v_prediction", "l2")])
+def test_lcm_loss_equals_the_diffusers_script_step(prediction_type, loss_type):
+    """lcm_loss (LCM-LoRA: the teacher is the student's base with adapters disabled) gives the loss and the LoRA
+    gradients of a literal port of diffusers' train_lcm_distill_lora_sd_wds.py step (separate frozen teacher UNet),
+    for the same draws of timestep index, noise and w."""
+    from diffusers import DDPMScheduler
+
+    from lora_training.lcd import draw
+    from lora_training.models import add_lora
+    from lora_training.teachers import adapters_disabled
+    from tests.training.diffusers_lcm_step import script_loss
+
+    teacher_unet = tiny_unet().eval().requires_grad_(False)
+    unet = tiny_unet().eval().requires_grad_(False)  # the same weights: seed 0
+    add_lora(unet, rank=4, alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"],
+             dropout=0.0, seed=0)  # fmt: skip
+    g = torch.Generator().manual_seed(11)
+    with torch.no_grad():  # B != 0, so that the student is not its teacher
+        for n, p in unet.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    lora = [p for p in unet.parameters() if p.requires_grad]
+    x, cond, uncond = _inputs(bsz=4, seed=3)
+    obj = _obj(prediction_type=prediction_type, loss_type=loss_type)
+
+    def student(s, t, c, w_emb):
+        return unet_call(unet, s, t, c, w_emb)
+
+    def teacher(s, t, c):
+        with adapters_disabled(unet):
+            return unet_call(unet, s, t, c)
+
+    ours = lcm_loss(obj, student=student, teacher=teacher, target=student, latents=x, cond=cond, uncond=uncond,
+                    generator=torch.Generator().manual_seed(7))  # fmt: skip
+    ours_grads = torch.autograd.grad(ours, lora)
+
+    d = draw(obj, x, torch.Generator().manual_seed(7))  # the same draws, for the script's step
+    k = obj.skipping_interval
+    scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              prediction_type=prediction_type)  # fmt: skip
+    ref = script_loss(unet=unet, teacher_unet=teacher_unet, noise_scheduler=scheduler, latents=x,
+                      prompt_embeds=cond["encoder_hidden_states"], uncond_prompt_embeds=uncond["encoder_hidden_states"],
+                      index=(d.t_start + 1) // k - 1, noise=d.noise, w=d.w, loss_type=loss_type)  # fmt: skip
+    ref_grads = torch.autograd.grad(ref, lora)
+    assert ours.item() > 0
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-7)
+    for a, b in zip(ours_grads, ref_grads, strict=True):  # float32 sums in another order: 1e-4 of the scale
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item())
+    assert max(b.abs().max().item() for b in ref_grads) > 1e-4  # the LoRA gets a real gradient
+
+
 def test_pseudo_huber_value_and_l2():
     a, b = torch.tensor([0.0, 1.0, -2.0]), torch.tensor([0.0, 0.0, 1.0])
     c = 0.5
