@@ -103,14 +103,15 @@ def apply_recipe(
             logger.warning("%s", warning)
     if gamma is not None and gamma != recipe.gamma:
         recipe = dataclasses.replace(recipe, gamma=gamma)
-    pipe.scheduler = scheduler_for(pipe.scheduler.config, recipe)
-    call = {"timesteps": recipe.timesteps_for(steps, strength), "guidance_scale": guidance}
-    if "strength" in inspect.signature(type(pipe).__call__).parameters:
-        call["strength"] = 1.0
-    elif strength != 1.0:
+    takes_strength = "strength" in inspect.signature(type(pipe).__call__).parameters
+    if strength != 1.0 and not takes_strength:
         raise ValueError(
             f"strength {strength} needs an img2img / inpaint pipeline; {type(pipe).__name__} is text-to-image."
         )
+    call = {"timesteps": recipe.timesteps_for(steps, strength), "guidance_scale": guidance}
+    if takes_strength:
+        call["strength"] = 1.0  # the pipeline then starts at call["timesteps"][0], on the recipe's grid
     if recipe.lora_scale != 1.0:
         call["cross_attention_kwargs"] = {"scale": recipe.lora_scale}
+    pipe.scheduler = scheduler_for(pipe.scheduler.config, recipe)
     return call

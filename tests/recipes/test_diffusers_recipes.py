@@ -150,3 +150,62 @@ def test_pipeline_eta_does_not_reset_the_recipes_gamma(sd_pipe):
     authors = _latents(sd_pipe, num_inference_steps=4, guidance_scale=0, eta=0.3)
     sd_pipe.scheduler = base
     assert (with_eta - authors).abs().max().item() <= 1e-5
+
+
+@pytest.fixture(scope="module")
+def img2img_pipe(tmp_path_factory):
+    return tiny_sd_pipeline(
+        tmp_path_factory.mktemp("i2i"),
+        PNDMScheduler.from_config(SD15_SCHEDULER),
+        cls_name="StableDiffusionImg2ImgPipeline",
+    )
+
+
+INIT = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+
+
+@pytest.mark.parametrize("name", ["hyper-nstep-4", "hyper-nstep-8", "lightning-4step", "lightning-8step"])
+def test_img2img_fixed_timestep_recipes_equal_the_authors_scheduler_in_the_img2img_pipeline(
+    img2img_pipe, name
+):
+    """Authors' DDIM/Euler scheduler in StableDiffusionImg2ImgPipeline(strength=0.5) == our helper's timesteps."""
+    base = PNDMScheduler.from_config(SD15_SCHEDULER)
+    scheduler, kwargs = _authors(name, base.config)
+    img2img_pipe.scheduler = scheduler
+    theirs = _latents(img2img_pipe, image=INIT, strength=0.5, **kwargs)
+    img2img_pipe.scheduler = base
+    call = apply_recipe(img2img_pipe, name, steps=kwargs["num_inference_steps"], strength=0.5)
+    assert call["strength"] == 1.0 and len(call["timesteps"]) == kwargs["num_inference_steps"] // 2
+    ours = _latents(img2img_pipe, image=INIT, **call)
+    img2img_pipe.scheduler = base
+    assert (ours - theirs).abs().max().item() <= 1e-5 * max(1.0, theirs.abs().max().item()), name
+
+
+@pytest.mark.parametrize("name, cls, eta", [("tcd", TCDScheduler, 0.3), ("lcm-lora", LCMScheduler, None)])
+def test_img2img_lcm_grid_recipes_equal_the_authors_class_with_its_own_strength_rule(
+    img2img_pipe, name, cls, eta
+):
+    """LCM/TCD: our img2img timesteps are what LCMScheduler/TCDScheduler.set_timesteps(n, strength=s) choose; the
+    authors' class on those timesteps in the same img2img pipeline gives the same latents."""
+    base = PNDMScheduler.from_config(SD15_SCHEDULER)
+    reference = cls.from_config(base.config)
+    reference.set_timesteps(4, strength=0.5)
+    timesteps = reference.timesteps.tolist()
+    img2img_pipe.scheduler = cls.from_config(base.config)
+    extra = {} if eta is None else {"eta": eta}
+    theirs = _latents(img2img_pipe, image=INIT, timesteps=timesteps, strength=1.0, guidance_scale=0, **extra)
+    img2img_pipe.scheduler = base
+    call = apply_recipe(img2img_pipe, name, steps=4, strength=0.5)
+    assert call["timesteps"] == timesteps == [499, 379, 259, 139]
+    ours = _latents(img2img_pipe, image=INIT, **call)
+    img2img_pipe.scheduler = base
+    assert (ours - theirs).abs().max().item() <= 1e-5
+
+
+def test_text_to_image_pipeline_refuses_a_strength(sd_pipe):
+    base = sd_pipe.scheduler
+    with pytest.raises(
+        ValueError, match=r"strength 0.5 needs an img2img / inpaint pipeline; StableDiffusionPipeline"
+    ):
+        apply_recipe(sd_pipe, "tcd", strength=0.5)
+    sd_pipe.scheduler = base
