@@ -73,15 +73,14 @@ def add_demo_args(p: argparse.ArgumentParser) -> None:
 
 
 def _lora_file(path: Path) -> Path | None:
-    """The LoRA weights file under ``path`` (a file or a folder holding one .safetensors), else None."""
-    if path.is_file():
-        return path
-    if path.is_dir():
-        from lcm_plugin.pipeline_loading import DIFFUSERS_LORA_NAME
+    """The LoRA file ``path`` stands for (:func:`lcm_plugin.pipeline_loading.lora_file`), or None when there is
+    none (the LCM rows are then skipped)."""
+    from lcm_plugin.pipeline_loading import lora_file
 
-        files = sorted(path.glob("*.safetensors"), key=lambda f: (f.name != DIFFUSERS_LORA_NAME, f.name))
-        return files[0] if files else None
-    return None
+    try:
+        return lora_file(path)
+    except FileNotFoundError:
+        return None
 
 
 def run_demo(args: argparse.Namespace) -> dict:
@@ -99,6 +98,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     ):
         check_min_int(value, flag)
     lcm_steps = parse_steps(args.lcm_steps)
+    lora = _lora_file(args.lora)  # its header checked before the model loads
     import torch
 
     from lcm_plugin.adapters.inspection import distillation_grid_size
@@ -128,7 +128,6 @@ def run_demo(args: argparse.Namespace) -> dict:
             args.guidance,
         )
     ]
-    lora = _lora_file(args.lora)
     if lora is None:
         print(
             f"LCM rows skipped: no LCM-LoRA at {args.lora} (distil one with the trainer, then pass --lora PATH)"

@@ -268,6 +268,8 @@ ROWS = [
         r"argument --split: invalid choice: 'bogus'", code=2),
     Row("demo-out-is-a-folder", lambda w, t: ["demo", "--out", str(t)], r"--out .* is a folder; give a file name"),
     Row("demo-model-missing", lambda w, t: ["demo", "--model", str(t / "nope")], r"--model .*nope does not exist"),
+    Row("demo-lora-pickle", lambda w, t: ["demo", "--lora", str(w.pickle), "--out", str(t / "d.png")],
+        r"LoRA .*pickle\.safetensors cannot be read: pickle\.safetensors is a Python pickle, not safetensors"),
     Row("demo-threads-zero", lambda w, t: ["demo", "--threads", "0", "--out", str(t / "d.png")],
         r"--threads must be >= 1, got 0"),
     Row("evaluate-out-dir-is-a-file", lambda w, t: ["toy", "evaluate", "--out-dir", str(w.a_file)],
