@@ -79,6 +79,17 @@ CASES = [
     {"name": "recipe_dmd2", "steps": 4, "seed": SEED, "recipe": "dmd2-4step"},
     {"name": "recipe_dmd2_img2img", "steps": 4, "seed": SEED, "recipe": "dmd2-4step", "strength": 0.75},
     {"name": "recipe_v_tcd", "steps": 4, "seed": SEED, "recipe": "tcd", "prediction_type": "v_prediction"},
+    *[
+        {
+            "name": f"recipe_{name}",
+            "steps": recipe.default_steps,
+            "seed": SEED,
+            "recipe": name,
+            "cfg": recipe.cfg,
+        }
+        for name, recipe in recipe_table.RECIPES.items()
+        if name != "lcm-full"  # its CFG is a guidance embedding, which Forge does not load (README)
+    ],  # every recipe at its default steps and CFG
     {
         "name": "auto_lora_in_prompt",
         "steps": 4,

@@ -111,7 +111,7 @@ def _compare(pipe, base_scheduler, name):
     return (ours - theirs).abs().max().item(), theirs.abs().max().item()
 
 
-@pytest.mark.parametrize("name", [n for n in RECIPES if n not in ("lcm-full",)])
+@pytest.mark.parametrize("name", [n for n in RECIPES if n != "lcm-full"])  # lcm-full: below (w-embedding)
 def test_sd15_pipeline_helper_equals_the_authors_code(sd_pipe, name):
     diff, scale = _compare(sd_pipe, PNDMScheduler.from_config(SD15_SCHEDULER), name)
     assert diff <= 1e-5 * max(1.0, scale), (name, diff, scale)
@@ -128,6 +128,24 @@ def test_sdxl_pipeline_helper_equals_the_authors_code(sdxl_pipe, name):
     assert diff <= 1e-5 * max(1.0, scale), (name, diff, scale)
     if not name.startswith("lightning-"):
         assert diff == 0.0, (name, diff)
+
+
+def test_full_lcm_recipe_equals_the_latent_consistency_pipeline(tmp_path):
+    """A full LCM (guidance embedding): LatentConsistencyModelPipeline + LCMScheduler, guidance 8, 4 steps."""
+    from tests.engine.helpers import tiny_unet
+
+    base = PNDMScheduler.from_config(SD15_SCHEDULER)
+    pipe = tiny_sd_pipeline(tmp_path, base, unet=tiny_unet(time_cond_proj_dim=32),
+                            cls_name="LatentConsistencyModelPipeline")  # fmt: skip
+    scheduler, kwargs = _authors("lcm-full", base.config)
+    pipe.scheduler = scheduler
+    theirs = pipe("a red square", generator=torch.Generator().manual_seed(5), output_type="latent", height=16,
+                  width=16, **kwargs).images  # fmt: skip
+    pipe.scheduler = base
+    call = apply_recipe(pipe, "lcm-full")
+    ours = pipe("a red square", generator=torch.Generator().manual_seed(5), output_type="latent", height=16,
+                width=16, **call).images  # fmt: skip
+    assert call["guidance_scale"] == 8.0 and (ours - theirs).abs().max().item() == 0.0
 
 
 @pytest.mark.parametrize("steps", [2, 8])
