@@ -66,7 +66,9 @@ def test_lcm_lora_style_guidance_and_negative_prompt(sd_pipe, tmp_path):
     # CFG 1.5 (the LCM-LoRA range) runs the unconditional branch: the negative prompt acts (measured 0.012 of the
     # [0, 1] range on this tiny model), and the image is the one diffusers' own LCMScheduler gives.
     with_neg = run(sd_pipe, guidance_scale=1.5, negative_prompt="blue square")
-    reference = run(tiny_sd_pipeline(tmp_path, LCMScheduler()), guidance_scale=1.5, negative_prompt="blue square")
+    reference = run(
+        tiny_sd_pipeline(tmp_path, LCMScheduler()), guidance_scale=1.5, negative_prompt="blue square"
+    )
     assert (with_neg - reference).abs().max().item() <= 1e-5
     assert (with_neg - run(sd_pipe, guidance_scale=1.5)).abs().max().item() > 1e-3
 

@@ -130,7 +130,9 @@ def script_loss(*, unet, teacher_unet, noise_scheduler, latents, prompt_embeds, 
     # 2. Sample a random timestep for each image t_n from the ODE solver timesteps without bias.
     # For the DDIM solver, the timestep schedule is [T - 1, T - k - 1, T - 2 * k - 1, ...]
     topk = noise_scheduler.config.num_train_timesteps // args.num_ddim_timesteps
-    index = index.long()  # the script: torch.randint(0, args.num_ddim_timesteps, (bsz,), device=latents.device)
+    index = (
+        index.long()
+    )  # the script: torch.randint(0, args.num_ddim_timesteps, (bsz,), device=latents.device)
     start_timesteps = solver.ddim_timesteps[index]
     timesteps = start_timesteps - topk
     timesteps = torch.where(timesteps < 0, torch.zeros_like(timesteps), timesteps)
@@ -259,5 +261,7 @@ def script_loss(*, unet, teacher_unet, noise_scheduler, latents, prompt_embeds, 
     if args.loss_type == "l2":
         loss = F.mse_loss(model_pred.float(), target.float(), reduction="mean")
     elif args.loss_type == "huber":
-        loss = torch.mean(torch.sqrt((model_pred.float() - target.float()) ** 2 + args.huber_c**2) - args.huber_c)
+        loss = torch.mean(
+            torch.sqrt((model_pred.float() - target.float()) ** 2 + args.huber_c**2) - args.huber_c
+        )
     return loss

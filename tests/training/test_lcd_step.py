@@ -62,7 +62,9 @@ def test_v_prediction_teacher_is_converted_not_used_as_eps():
         return torch.cat([v, v])
 
     cond = {"encoder_hidden_states": torch.zeros(2, 1, 1)}
-    x0_w, eps_w = guided_estimates(_obj(prediction_type="v_prediction"), v_teacher, z, t, cond, cond, torch.tensor([7.5, 7.5]))
+    x0_w, eps_w = guided_estimates(
+        _obj(prediction_type="v_prediction"), v_teacher, z, t, cond, cond, torch.tensor([7.5, 7.5])
+    )
     torch.testing.assert_close(x0_w, x0, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(eps_w, eps, atol=1e-4, rtol=1e-4)
     # The official LCM repo's bug (raw v used as eps) gives a different, wrong z_n:
@@ -87,8 +89,16 @@ def test_lcf_target_uses_same_x0_and_same_eps():
         return torch.zeros_like(s)
 
     obj = _obj(with_teacher=False)
-    lcm_loss(obj, student=student, teacher=None, target=target, latents=x0, cond=cond, uncond=None,
-             generator=torch.Generator().manual_seed(0))
+    lcm_loss(
+        obj,
+        student=student,
+        teacher=None,
+        target=target,
+        latents=x0,
+        cond=cond,
+        uncond=None,
+        generator=torch.Generator().manual_seed(0),
+    )
     a_s = AC[seen["t_start"]].reshape(-1, 1, 1, 1)
     a_e = AC[seen["t_end"]].reshape(-1, 1, 1, 1)
     eps = (seen["z_start"] - a_s.sqrt() * x0) / (1 - a_s).sqrt()
@@ -183,7 +193,14 @@ def test_loss_decreases_on_a_fixed_batch(solver):
     from lora_training.models import add_lora
 
     unet = tiny_unet()
-    add_lora(unet, rank=4, alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"], dropout=0.0, seed=0)
+    add_lora(
+        unet,
+        rank=4,
+        alpha=4,
+        target_modules=["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"],
+        dropout=0.0,
+        seed=0,
+    )
     params = [p for p in unet.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=3e-3)
     x, cond, uncond = _inputs(bsz=2, seed=3)
@@ -201,8 +218,16 @@ def test_loss_decreases_on_a_fixed_batch(solver):
 
     losses = []
     for _ in range(15):
-        loss = lcm_loss(obj, student=student, teacher=teacher, target=student, latents=x, cond=cond, uncond=uncond,
-                        generator=torch.Generator().manual_seed(5))
+        loss = lcm_loss(
+            obj,
+            student=student,
+            teacher=teacher,
+            target=student,
+            latents=x,
+            cond=cond,
+            uncond=uncond,
+            generator=torch.Generator().manual_seed(5),
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()

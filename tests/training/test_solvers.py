@@ -15,8 +15,14 @@ AC = sd_alphas_cumprod()
 def test_ddim_step_equals_diffusers_ddim_scheduler():
     from diffusers import DDIMScheduler
 
-    sched = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                          set_alpha_to_one=False, timestep_spacing="trailing")
+    sched = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        timestep_spacing="trailing",
+    )
     sched.set_timesteps(50)
     g = torch.Generator().manual_seed(0)
     x, eps = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
@@ -104,8 +110,10 @@ def test_euler_step_formula_and_convergence_to_ddim():
     torch.testing.assert_close(ours, x + 0.5 * b * dt * (x - eps / sigma), atol=1e-6, rtol=1e-6)
     # With a model of constant eps, DDIM is exact; the first-order Euler error shrinks with the step size.
     x0 = (x - (1 - AC[500]).sqrt() * eps) / AC[500].sqrt()
-    errs = [(euler_step(x, eps, t[:1], torch.tensor([500 - k]), AC) - ddim_step(x0, eps, AC[500 - k])).abs().max()
-            for k in (40, 20, 1)]
+    errs = [
+        (euler_step(x, eps, t[:1], torch.tensor([500 - k]), AC) - ddim_step(x0, eps, AC[500 - k])).abs().max()
+        for k in (40, 20, 1)
+    ]
     assert errs[0] > errs[1] > errs[2]
 
 

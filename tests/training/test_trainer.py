@@ -18,15 +18,31 @@ def _images(pipe, steps=2):
 
     pipe.scheduler = LCMPluginScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
-    return pipe("a red square", num_inference_steps=steps, guidance_scale=1.0, height=RES, width=RES,
-                generator=torch.Generator().manual_seed(0), output_type="pt").images
+    return pipe(
+        "a red square",
+        num_inference_steps=steps,
+        guidance_scale=1.0,
+        height=RES,
+        width=RES,
+        generator=torch.Generator().manual_seed(0),
+        output_type="pt",
+    ).images
 
 
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory, pipe_dir, data_dir):
     tmp = tmp_path_factory.mktemp("lora_run")
-    cfg = base_config(tmp, pipe_dir, data_dir, max_train_steps=3, learning_rate=5e-3, num_ddim_timesteps=20,
-                      validation_steps=3, validation_prompts=["a red square"], validation_num_steps=[1, 2])
+    cfg = base_config(
+        tmp,
+        pipe_dir,
+        data_dir,
+        max_train_steps=3,
+        learning_rate=5e-3,
+        num_ddim_timesteps=20,
+        validation_steps=3,
+        validation_prompts=["a red square"],
+        validation_num_steps=[1, 2],
+    )
     return cfg, Trainer(cfg).train()
 
 
@@ -40,7 +56,11 @@ def test_lora_run_writes_loadable_diffusers_and_kohya_files(lora_run, pipe_dir):
         meta = f.metadata()
         assert all(k.startswith("unet.") for k in f.keys())
     assert meta["lcm_plugin.version"] == lcm_plugin.__version__
-    assert meta["lcm_plugin.algorithm"] == "lora" and meta["lcm_plugin.rank"] == "4" and meta["lcm_plugin.steps"] == "3"
+    assert (
+        meta["lcm_plugin.algorithm"] == "lora"
+        and meta["lcm_plugin.rank"] == "4"
+        and meta["lcm_plugin.steps"] == "3"
+    )
     assert meta["lcm_plugin.base_model"] == str(pipe_dir) and meta["lcm_plugin.architecture"] == "sd15"
     with safe_open(str(kohya_file), "pt") as f:
         keys = list(f.keys())
@@ -54,13 +74,18 @@ def test_lora_run_writes_loadable_diffusers_and_kohya_files(lora_run, pipe_dir):
 
     with safe_open(str(diffusers_file), "pt") as f:
         n_file = len(list(f.keys()))
-    assert len(get_peft_model_state_dict(pipe.unet, adapter_name="lcm")) == n_file  # every LoRA tensor loaded, none skipped
+    assert (
+        len(get_peft_model_state_dict(pipe.unet, adapter_name="lcm")) == n_file
+    )  # every LoRA tensor loaded, none skipped
     with_lora = _images(pipe)
     assert (with_lora - base).abs().max() > 1e-3  # the adapter changes the output
     pipe.unload_lora_weights()
     pipe.load_lora_weights(str(kohya_file))
     torch.testing.assert_close(_images(pipe), with_lora, atol=1e-4, rtol=1e-4)  # kohya file == diffusers file
-    assert (cfg.output_dir and (result.outputs["diffusers_lora"].parent / "validation" / "step-000003.png").is_file())
+    assert (
+        cfg.output_dir
+        and (result.outputs["diffusers_lora"].parent / "validation" / "step-000003.png").is_file()
+    )
 
 
 def test_fuse_writes_a_full_lcm_pipeline(lora_run, pipe_dir, tmp_path):
@@ -71,7 +96,21 @@ def test_fuse_writes_a_full_lcm_pipeline(lora_run, pipe_dir, tmp_path):
 
     _, result = lora_run
     out = tmp_path / "fused"
-    assert main(["train", "fuse", "--base", str(pipe_dir), "--lora", str(result.outputs["diffusers_lora"]), "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "fuse",
+                "--base",
+                str(pipe_dir),
+                "--lora",
+                str(result.outputs["diffusers_lora"]),
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     fused = StableDiffusionPipeline.from_pretrained(str(out), local_files_only=True, safety_checker=None)
     sched_cfg = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
     assert sched_cfg["_class_name"] == "LCMScheduler"
@@ -87,8 +126,15 @@ class _Killed(Exception):
 
 
 def test_resume_after_kill_is_bit_identical(tmp_path, pipe_dir, data_dir, monkeypatch):
-    kw = dict(max_train_steps=4, checkpointing_steps=2, target="ema", ema_decay=0.5, train_batch_size=3,
-              lr_warmup_steps=2, lr_scheduler="linear")
+    kw = dict(
+        max_train_steps=4,
+        checkpointing_steps=2,
+        target="ema",
+        ema_decay=0.5,
+        train_batch_size=3,
+        lr_warmup_steps=2,
+        lr_scheduler="linear",
+    )
     straight = Trainer(base_config(tmp_path / "a", pipe_dir, data_dir, **kw))
     full = straight.train()
     first = Trainer(base_config(tmp_path / "b", pipe_dir, data_dir, **kw))
@@ -129,9 +175,13 @@ def test_full_lcd_starts_at_teacher_and_exports_lcm_pipeline(tmp_path, pipe_dir,
     with torch.no_grad():
         ref = teacher(x, t, encoder_hidden_states=h).sample
         for w in (0.0, 7.0):
-            out = student(x, t, encoder_hidden_states=h, timestep_cond=guidance_scale_embedding(torch.tensor([w]))).sample
+            out = student(
+                x, t, encoder_hidden_states=h, timestep_cond=guidance_scale_embedding(torch.tensor([w]))
+            ).sample
             torch.testing.assert_close(out, ref)
-    cfg = base_config(tmp_path, pipe_dir, data_dir, method="lcd", max_train_steps=2, target="ema", num_ddim_timesteps=20)
+    cfg = base_config(
+        tmp_path, pipe_dir, data_dir, method="lcd", max_train_steps=2, target="ema", num_ddim_timesteps=20
+    )
     result = Trainer(cfg).train()
     folder = result.outputs["lcm_pipeline"]
     sched_cfg = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
@@ -152,8 +202,14 @@ def test_full_lcd_starts_at_teacher_and_exports_lcm_pipeline(tmp_path, pipe_dir,
 
 def test_lcf_from_lcm_lora(tmp_path, lora_run, pipe_dir, data_dir):
     _, lora_result = lora_run
-    cfg = base_config(tmp_path / "lora", pipe_dir, data_dir, method="lcf", init_lora=str(lora_result.outputs["diffusers_lora"]),
-                      max_train_steps=2)
+    cfg = base_config(
+        tmp_path / "lora",
+        pipe_dir,
+        data_dir,
+        method="lcf",
+        init_lora=str(lora_result.outputs["diffusers_lora"]),
+        max_train_steps=2,
+    )
     trainer = Trainer(cfg)
     start = {n: p.detach().clone() for n, p in trainer.models.trainable}
     with safe_open(str(lora_result.outputs["diffusers_lora"]), "pt") as f:
@@ -170,16 +226,37 @@ def test_cache_gives_the_same_losses_as_on_the_fly_encoding(tmp_path, pipe_dir, 
     from lcm_plugin.cli import main
 
     cache = tmp_path / "cache.safetensors"
-    assert main(["train", "cache", "--pretrained-model", str(pipe_dir), "--train-data-dir", str(data_dir),
-                 "--resolution", str(RES), "--output", str(cache)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "cache",
+                "--pretrained-model",
+                str(pipe_dir),
+                "--train-data-dir",
+                str(data_dir),
+                "--resolution",
+                str(RES),
+                "--output",
+                str(cache),
+            ]
+        )
+        == 0
+    )
     direct = Trainer(base_config(tmp_path / "a", pipe_dir, data_dir, max_train_steps=2)).train()
-    cached = Trainer(base_config(tmp_path / "b", pipe_dir, None, train_data_dir=None, cache_file=str(cache), max_train_steps=2)).train()
+    cached = Trainer(
+        base_config(
+            tmp_path / "b", pipe_dir, None, train_data_dir=None, cache_file=str(cache), max_train_steps=2
+        )
+    ).train()
     torch.testing.assert_close(torch.tensor(cached.losses), torch.tensor(direct.losses), rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("solver", ["euler", "dpmpp_2m"])
 def test_other_solvers_and_l2_and_vpred_teacher_run(tmp_path, vpred_pipe_dir, data_dir, solver):
-    cfg = base_config(tmp_path, vpred_pipe_dir, data_dir, solver=solver, loss_type="l2", max_train_steps=2, omega=7.5)
+    cfg = base_config(
+        tmp_path, vpred_pipe_dir, data_dir, solver=solver, loss_type="l2", max_train_steps=2, omega=7.5
+    )
     result = Trainer(cfg).train()
     assert result.steps == 2 and all(torch.isfinite(torch.tensor(result.losses)))
 
@@ -187,10 +264,35 @@ def test_other_solvers_and_l2_and_vpred_teacher_run(tmp_path, vpred_pipe_dir, da
 def test_cli_train_lora(tmp_path, pipe_dir, data_dir, capsys):
     from lcm_plugin.cli import main
 
-    rc = main(["train", "lora", "--pretrained-model", str(pipe_dir), "--train-data-dir", str(data_dir),
-               "--output-dir", str(tmp_path / "o"), "--resolution", str(RES), "--train-batch-size", "2",
-               "--max-train-steps", "1", "--lora-rank", "2", "--lora-alpha", "2", "--no-gradient-checkpointing"])
+    rc = main(
+        [
+            "train",
+            "lora",
+            "--pretrained-model",
+            str(pipe_dir),
+            "--train-data-dir",
+            str(data_dir),
+            "--output-dir",
+            str(tmp_path / "o"),
+            "--resolution",
+            str(RES),
+            "--train-batch-size",
+            "2",
+            "--max-train-steps",
+            "1",
+            "--lora-rank",
+            "2",
+            "--lora-alpha",
+            "2",
+            "--no-gradient-checkpointing",
+        ]
+    )
     assert rc == 0
     assert "diffusers_lora:" in capsys.readouterr().out
-    assert main(["train", "lora", "--pretrained-model", str(tmp_path / "nope"), "--train-data-dir", str(data_dir)]) == 1
+    assert (
+        main(
+            ["train", "lora", "--pretrained-model", str(tmp_path / "nope"), "--train-data-dir", str(data_dir)]
+        )
+        == 1
+    )
     assert "does not exist" in capsys.readouterr().err
