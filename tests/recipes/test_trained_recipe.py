@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pytest
 
 from lcm_plugin.adapters.recipes import trained_recipe
 from lcm_plugin.adapters.recognition import recognise
+from lora_training.config import TrainConfig
 from lora_training.trainer import Trainer
 from tests.training.helpers import base_config, save_tiny_pipeline, write_image_folder
+
+# the grid size is being renamed num_ddim_timesteps -> original_inference_steps in TrainConfig (one name per concept)
+GRID_FIELD = next(
+    f.name for f in fields(TrainConfig) if f.name in ("original_inference_steps", "num_ddim_timesteps")
+)
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +23,7 @@ def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("trained")
     pipe_dir = save_tiny_pipeline(tmp / "pipe", prediction_type="v_prediction")
     data_dir = write_image_folder(tmp / "data", n=4)
-    cfg = base_config(tmp, pipe_dir, data_dir, max_train_steps=1, num_ddim_timesteps=20, validation_steps=0)
+    cfg = base_config(tmp, pipe_dir, data_dir, max_train_steps=1, validation_steps=0, **{GRID_FIELD: 20})
     return cfg, Trainer(cfg).train()
 
 
