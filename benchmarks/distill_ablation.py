@@ -20,7 +20,7 @@ from pathlib import Path
 
 BASE = {  # the ablation's common setting; each table changes one field
     "omega": 4.0,
-    "num_ddim_timesteps": 50,  # k = 1000 // 50 = 20, the paper's default
+    "original_inference_steps": 50,  # N; k = 1000 // 50 = 20, the paper's default
     "solver": "ddim",
     "loss_type": "huber",
     "target": "student",
@@ -59,7 +59,7 @@ def plan(only: set[str]) -> list[Run]:
                 "k",
                 f"k={k}",
                 "lora",
-                {"num_ddim_timesteps": 1000 // k},
+                {"original_inference_steps": 1000 // k},
                 same_as="omega_omega4" if k == 20 else None,
             )
             for k in (1, 5, 10, 20, 50)

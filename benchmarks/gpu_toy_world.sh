@@ -73,7 +73,7 @@ $CLI train cache --pretrained-model "$T" --train-data-dir "$OUT/world" --resolut
 rm -rf "$OUT/world"
 timeout 240 $CLI train lora --pretrained-model "$T" --cache-file "$OUT/cache.safetensors" \
   --output-dir "$OUT/lora_run" --resolution 32 --train-batch-size 32 --max-train-steps "$LORA_STEPS" \
-  --learning-rate 1e-3 --lr-scheduler cosine --lr-warmup-steps 20 --omega 4.0 --num-ddim-timesteps 20 \
+  --learning-rate 1e-3 --lr-scheduler cosine --lr-warmup-steps 20 --omega 4.0 --original-inference-steps 20 \
   --solver ddim --loss-type huber --target student --lora-rank 32 --lora-alpha 32 --checkpointing-steps 1000 \
   --seed 1 >"$OUT/lora.log" 2>&1
 tail -4 "$OUT/lora.log"

@@ -146,7 +146,8 @@ def register(subparsers) -> None:
     for method, text in helps.items():
         p = sub.add_parser(method, help=text, description=text)
         p.add_argument("--config", help="JSON file of TrainConfig fields (flags override it)")
-        add_dataclass_flags(p, TrainConfig, skip=("method",), notes=_CLI_NOTES)
+        add_dataclass_flags(p, TrainConfig, skip=("method",), notes=_CLI_NOTES,
+                            deprecated={"--num-ddim-timesteps": "original_inference_steps"})  # fmt: skip
         p.set_defaults(handler=_train, method=method)
     cache = sub.add_parser("cache", help="precompute VAE latents and text embeddings (safetensors)")
     cache.add_argument(

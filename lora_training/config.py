@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 METHODS = ("lora", "lcd", "lcf")
 TARGETS = ("student", "ema")
 LOSSES = ("l2", "huber")
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
+RENAMED_KEYS = {"num_ddim_timesteps": "original_inference_steps"}  # old config key -> field
 DEFAULT_LORA_TARGETS = (
     "to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1", "conv2",
     "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj",
@@ -34,11 +38,21 @@ class TrainConfig:
     """Everything the trainer needs. Paths are strings so the config round-trips through JSON."""
 
     # --- what to train ---
-    method: str = _f("lora", f"one of {METHODS}: LCM-LoRA distillation, full-model LCD (w-embedding), LCF fine-tuning")
-    pretrained_model: str = _f("", "teacher / base model: a diffusers pipeline folder or a single-file .safetensors")
-    single_file_config: str | None = _f(None, "diffusers config folder for a single-file checkpoint (needed offline)")
-    teacher_model: str | None = _f(None, "a separate teacher folder (default: the base UNet with adapters disabled)")
-    init_lora: str | None = _f(None, "start from this LCM-LoRA (.safetensors, diffusers format); LCF needs it or an LCM")
+    method: str = _f(
+        "lora", f"one of {METHODS}: LCM-LoRA distillation, full-model LCD (w-embedding), LCF fine-tuning"
+    )
+    pretrained_model: str = _f(
+        "", "teacher / base model: a diffusers pipeline folder or a single-file .safetensors"
+    )
+    single_file_config: str | None = _f(
+        None, "diffusers config folder for a single-file checkpoint (needed offline)"
+    )
+    teacher_model: str | None = _f(
+        None, "a separate teacher folder (default: the base UNet with adapters disabled)"
+    )
+    init_lora: str | None = _f(
+        None, "start from this LCM-LoRA (.safetensors, diffusers format); LCF needs it or an LCM"
+    )
     output_dir: str = _f("runs/lcm-lora", "where checkpoints, validation grids and the final adapter go")
     # --- data ---
     train_data_dir: str | None = _f(None, "image folder with caption sidecars (img.png + img.txt)")
@@ -46,12 +60,22 @@ class TrainConfig:
     hf_dataset: str | None = _f(None, "a local Hugging Face dataset folder (save_to_disk); needs `datasets`")
     hf_image_column: str = _f("image", "image column of the Hugging Face dataset")
     hf_caption_column: str = _f("text", "caption column of the Hugging Face dataset")
-    cache_file: str | None = _f(None, "precomputed latent/text-embedding cache (.safetensors, `lcm-plugin train cache`)")
+    cache_file: str | None = _f(
+        None, "precomputed latent/text-embedding cache (.safetensors, `lcm-plugin train cache`)"
+    )
     resolution: int = _f(512, "training resolution in pixels (images are resized and centre-cropped)")
-    max_bad_fraction: float = _f(0.05, "abort when more than this fraction of images is corrupt or lacks a caption")
+    max_bad_fraction: float = _f(
+        0.05, "abort when more than this fraction of images is corrupt or lacks a caption"
+    )
     # --- LCM distillation ---
-    num_ddim_timesteps: int = _f(50, "N of the skipping-step grid (k = T // N); the paper's k = 20 is N = 50")
-    solver: str = _f("ddim", "teacher ODE solver: ddim, euler or dpmpp_2m (dpmpp_2m costs one more teacher pass)")
+    original_inference_steps: int = _f(
+        50,
+        "N, the distillation grid: the teacher solves between its N timesteps, k = T // N "
+        "apart (the paper's k = 20 is N = 50; diffusers' scripts: --num_ddim_timesteps)",
+    )
+    solver: str = _f(
+        "ddim", "teacher ODE solver: ddim, euler or dpmpp_2m (dpmpp_2m costs one more teacher pass)"
+    )
     w_min: float = _f(5.0, "lower bound of the sampled guidance w (LCM formulation; CFG scale = w + 1)")
     w_max: float = _f(15.0, "upper bound of the sampled guidance w")
     omega: float | None = _f(None, "fixed guidance w instead of sampling U[w_min, w_max] (LCM-LoRA used 7.5)")
@@ -119,10 +143,15 @@ class TrainConfig:
             bad(f"mixed_precision {self.mixed_precision!r} is not supported; use one of {MIXED_PRECISIONS}.")
         if self.nan_policy not in ("raise", "skip"):
             bad(f"nan_policy must be 'raise' or 'skip', got {self.nan_policy!r}.")
-        if not 1 <= self.num_ddim_timesteps <= 1000:
-            bad(f"num_ddim_timesteps must be in [1, 1000], got {self.num_ddim_timesteps}; LCM uses 50 (k = 20).")
+        if not 1 <= self.original_inference_steps <= 1000:
+            bad(
+                f"original_inference_steps must be in [1, 1000], got {self.original_inference_steps}; LCM uses 50 "
+                "(k = 20)."
+            )
         if self.omega is None and not 0 <= self.w_min <= self.w_max:
-            bad(f"need 0 <= w_min <= w_max, got w_min={self.w_min}, w_max={self.w_max}; or set a fixed omega.")
+            bad(
+                f"need 0 <= w_min <= w_max, got w_min={self.w_min}, w_max={self.w_max}; or set a fixed omega."
+            )
         if self.omega is not None and self.omega < 0:
             bad(f"omega must be >= 0 (0 = no guidance), got {self.omega}.")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -140,12 +169,19 @@ class TrainConfig:
         if self.lr_warmup_steps < 0 or self.validation_steps < 0:
             bad("lr_warmup_steps and validation_steps must be >= 0.")
         if not self.lora_target_modules:
-            bad("lora_target_modules is empty; list the UNet modules that get LoRA (e.g. to_q to_k to_v to_out.0).")
+            bad(
+                "lora_target_modules is empty; list the UNet modules that get LoRA (e.g. to_q to_k to_v to_out.0)."
+            )
         if not 0 <= self.max_bad_fraction <= 1:
             bad(f"max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}.")
         if any(n < 1 for n in self.validation_num_steps):
             bad(f"validation_num_steps must be >= 1, got {self.validation_num_steps}.")
-        sources = [bool(self.train_data_dir), bool(self.webdataset_shards), bool(self.hf_dataset), bool(self.cache_file)]
+        sources = [
+            bool(self.train_data_dir),
+            bool(self.webdataset_shards),
+            bool(self.hf_dataset),
+            bool(self.cache_file),
+        ]
         if sum(sources) == 0:
             bad("no training data: pass train_data_dir, webdataset_shards, hf_dataset or cache_file.")
         if sum(sources) > 1:
@@ -168,7 +204,20 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Build from a dict, rejecting unknown keys with the list of valid ones."""
+        """Build from a dict, rejecting unknown keys with the list of valid ones.
+
+        Keys renamed since (``RENAMED_KEYS``: ``num_ddim_timesteps``) are read under their new name, with a warning,
+        so a ``train_config.json`` of an earlier run still loads.
+        """
+        data = dict(data)
+        for old, new in RENAMED_KEYS.items():
+            if old in data:
+                if new in data:
+                    raise ValueError(
+                        f"config sets both {old!r} and {new!r} (its new name); keep only {new!r}."
+                    )
+                logger.warning("config key %r is now called %r; read as such", old, new)
+                data[new] = data.pop(old)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -41,7 +41,7 @@ class Objective:
 
     alphas_cumprod: torch.Tensor
     prediction_type: str
-    num_ddim_timesteps: int = 50
+    original_inference_steps: int = 50  # N, the distillation grid
     num_train_timesteps: int = 1000
     solver: str = "ddim"
     w_min: float = 5.0
@@ -58,17 +58,17 @@ class Objective:
         check_solver(self.solver)
         if self.solver == "dpmpp_2m" and self.skipping_interval < 2:
             raise ValueError("solver 'dpmpp_2m' takes two sub-steps inside the skip interval: use k >= 2 "
-                             "(num_ddim_timesteps <= num_train_timesteps / 2).")  # fmt: skip
+                             "(original_inference_steps <= num_train_timesteps / 2).")  # fmt: skip
 
     @property
     def skipping_interval(self) -> int:
         """k = T // N, the skipping interval of LCM's skipping-step technique (paper section 4.3): the teacher
         solves from t_{n+k} to t_n, k training timesteps apart (20 for N = 50)."""
-        return self.num_train_timesteps // self.num_ddim_timesteps
+        return self.num_train_timesteps // self.original_inference_steps
 
     @property
     def grid(self) -> torch.Tensor:
-        return torch.from_numpy(training_grid(self.num_ddim_timesteps, self.num_train_timesteps))
+        return torch.from_numpy(training_grid(self.original_inference_steps, self.num_train_timesteps))
 
 
 @dataclass
@@ -84,7 +84,7 @@ class Draws:
 def draw(obj: Objective, latents: torch.Tensor, generator: torch.Generator) -> Draws:
     """Sample n ~ U{0..N-1}, eps ~ N(0, I) and w ~ U[w_min, w_max] (or the fixed omega) on the CPU generator."""
     bsz = latents.shape[0]
-    index = torch.randint(0, obj.num_ddim_timesteps, (bsz,), generator=generator)
+    index = torch.randint(0, obj.original_inference_steps, (bsz,), generator=generator)
     t_start = obj.grid[index]
     noise = torch.randn(latents.shape, generator=generator, dtype=torch.float32)
     u = torch.rand(bsz, generator=generator)

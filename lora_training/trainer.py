@@ -58,7 +58,7 @@ class Trainer:
         self.objective = Objective(
             alphas_cumprod=self.models.parts.alphas_cumprod,
             prediction_type=self.models.parts.prediction_type,
-            num_ddim_timesteps=config.num_ddim_timesteps,
+            original_inference_steps=config.original_inference_steps,
             num_train_timesteps=self.models.parts.num_train_timesteps,
             solver=config.solver, w_min=config.w_min, w_max=config.w_max, omega=config.omega,
             w_embedding_dim=self.models.w_embedding_dim, with_teacher=config.method != "lcf",

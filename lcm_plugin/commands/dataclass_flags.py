@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import types
 import typing
 from collections.abc import Mapping
@@ -43,12 +44,28 @@ def _default(f: dataclasses.Field) -> Any:
     return None
 
 
+class _DeprecatedFlag(argparse.Action):
+    """An old spelling of a flag: stores into the new flag's field and prints a one-line notice."""
+
+    def __init__(self, option_strings, dest, *, new_flag: str, **kw):
+        self.new_flag = new_flag
+        super().__init__(option_strings, dest, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"notice: {option_string} is the old name of {self.new_flag} (same meaning); use {self.new_flag}.",
+              file=sys.stderr)  # fmt: skip
+        setattr(namespace, self.dest, values)
+
+
 def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str, ...] = (),
-                        notes: Mapping[str, str] | None = None) -> None:  # fmt: skip
+                        notes: Mapping[str, str] | None = None,
+                        deprecated: Mapping[str, str] | None = None) -> None:  # fmt: skip
     """Add ``--field-name`` for every field of the dataclass ``cls`` (except ``skip``).
 
     bool fields get ``--name/--no-name``, list fields take one or more values, ``X | None`` fields take an X. The
     help is the field's ``metadata["help"]`` plus ``notes[name]`` (what the command line adds) and the default.
+    ``deprecated`` maps an old flag (``"--num-ddim-timesteps"``) to the field it now sets: it still works, is not
+    listed in ``--help`` and prints a notice that names the new flag (scalar fields only).
 
     Raises:
         TypeError: a field type with no flag form (a programming error, found when the parser is built).
@@ -69,6 +86,13 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, *, skip: tup
             parser.add_argument(flag, nargs="+", type=element, **common)
         else:
             parser.add_argument(flag, type=element, **common)
+    for old, name in (deprecated or {}).items():
+        kind, element = _field_kind(hints[name])
+        if kind != "scalar":
+            raise TypeError(f"deprecated flag {old}: only scalar fields have aliases, {name} is a {kind}")
+        new_flag = "--" + name.replace("_", "-")
+        parser.add_argument(old, dest=name, type=element, default=argparse.SUPPRESS, help=argparse.SUPPRESS,
+                            action=_DeprecatedFlag, new_flag=new_flag)  # fmt: skip
 
 
 def dataclass_values(args: argparse.Namespace, cls: type) -> dict[str, Any]:

@@ -62,3 +62,27 @@ def test_every_config_field_of_the_commands_is_a_flag():
         add_dataclass_flags(parser, cls, skip=skip)
         dests = {a.dest for a in parser._actions} - {"help"}
         assert dests == {f.name for f in dataclasses.fields(cls)} - set(skip), cls
+
+
+def test_a_deprecated_flag_sets_the_new_field_with_a_notice_and_is_hidden(capsys):
+    parser = argparse.ArgumentParser()
+    add_dataclass_flags(parser, Example, deprecated={"--n-steps": "steps"})
+    assert dataclass_values(parser.parse_args(["--n-steps", "7"]), Example) == {"steps": 7}
+    assert (
+        capsys.readouterr().err.strip()
+        == "notice: --n-steps is the old name of --steps (same meaning); use --steps."
+    )
+    assert "--n-steps" not in parser.format_help()
+    with pytest.raises(TypeError, match="only scalar fields have aliases"):
+        add_dataclass_flags(argparse.ArgumentParser(), Example, deprecated={"--size": "sizes"})
+
+
+def test_train_keeps_the_old_grid_flag():
+    """--num-ddim-timesteps (diffusers' name, our flag before 2026-12) still sets original_inference_steps."""
+    from lcm_plugin.cli import build_parser
+    from lora_training.commands import _config_from_args
+
+    base = ["train", "lora", "--pretrained-model", "m", "--train-data-dir", "d"]
+    for flag in ("--original-inference-steps", "--num-ddim-timesteps"):
+        args = build_parser().parse_args([*base, flag, "20"])
+        assert _config_from_args(args, "lora").original_inference_steps == 20

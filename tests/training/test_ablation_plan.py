@@ -34,7 +34,7 @@ def test_each_table_changes_only_its_field(tmp_path):
     runs = _configs(tmp_path)
     omegas = [cfg["omega"] for key, (_, cfg) in runs.items() if key.startswith("omega:")]
     assert omegas == [2.0, 4.0, 8.0, 12.0]
-    ks = {key: 1000 // cfg["num_ddim_timesteps"] for key, (_, cfg) in runs.items() if key.startswith("k:")}
+    ks = {key: 1000 // cfg["original_inference_steps"] for key, (_, cfg) in runs.items() if key.startswith("k:")}
     assert ks == {"k:k=1": 1, "k:k=5": 5, "k:k=10": 10, "k:k=20": 20, "k:k=50": 50}
     for key, (_, cfg) in runs.items():
         if key.startswith("k:"):

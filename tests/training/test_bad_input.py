@@ -39,6 +39,12 @@ def test_config_validation_messages(tmp_path):
         TrainConfig.from_dict({**ok, "lora_rnak": 4})
     with pytest.raises(ValueError, match="target 'teacher' is not supported"):
         TrainConfig(**ok, target="teacher")
+    with pytest.raises(ValueError, match=r"original_inference_steps must be in \[1, 1000\], got 0"):
+        TrainConfig(**ok, original_inference_steps=0)
+    # a config of an earlier run (num_ddim_timesteps, the field's old name) still loads; both names are refused
+    assert TrainConfig.from_dict({**ok, "num_ddim_timesteps": 20}).original_inference_steps == 20
+    with pytest.raises(ValueError, match="sets both 'num_ddim_timesteps' and 'original_inference_steps'"):
+        TrainConfig.from_dict({**ok, "num_ddim_timesteps": 20, "original_inference_steps": 50})
 
 
 def test_target_network_default_depends_on_the_method():

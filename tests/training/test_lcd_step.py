@@ -185,7 +185,7 @@ def test_target_ema_has_a_constant_decay_from_the_first_update():
 
 def test_dpmpp_needs_k_at_least_two():
     with pytest.raises(ValueError, match="k >= 2"):
-        _obj(solver="dpmpp_2m", num_ddim_timesteps=1000)
+        _obj(solver="dpmpp_2m", original_inference_steps=1000)
 
 
 @pytest.mark.parametrize("solver", ["ddim", "euler", "dpmpp_2m"])

@@ -38,7 +38,7 @@ def lora_run(tmp_path_factory, pipe_dir, data_dir):
         data_dir,
         max_train_steps=3,
         learning_rate=5e-3,
-        num_ddim_timesteps=20,
+        original_inference_steps=20,
         validation_steps=3,
         validation_prompts=["a red square"],
         validation_num_steps=[1, 2],
@@ -180,7 +180,7 @@ def test_full_lcd_starts_at_teacher_and_exports_lcm_pipeline(tmp_path, pipe_dir,
             ).sample
             torch.testing.assert_close(out, ref)
     cfg = base_config(
-        tmp_path, pipe_dir, data_dir, method="lcd", max_train_steps=2, target="ema", num_ddim_timesteps=20
+        tmp_path, pipe_dir, data_dir, method="lcd", max_train_steps=2, target="ema", original_inference_steps=20
     )
     result = Trainer(cfg).train()
     folder = result.outputs["lcm_pipeline"]
