@@ -150,7 +150,7 @@ def fuse_lora(base: str, lora: str, out: str | os.PathLike, *, single_file_confi
         ValueError: a damaged or foreign file, a LoRA for another architecture (one line, not diffusers' list of
             mismatched weights), or fused weights that are not finite (nothing is written then).
     """
-    from lcm_plugin.adapters.inspection import distillation_grid_size
+    from lcm_plugin.adapters.inspection import ORIGINAL_INFERENCE_STEPS_KEY, distillation_grid_size
     from lcm_plugin.pipeline_loading import load_lora, load_pipeline, lora_file
 
     if single_file and Path(out).suffix != ".safetensors":
@@ -167,7 +167,7 @@ def fuse_lora(base: str, lora: str, out: str | os.PathLike, *, single_file_confi
     meta = {"lcm_plugin.version": lcm_plugin.__version__, "lcm_plugin.base_model": str(base),
             "lcm_plugin.fused_lora": str(lora), "lcm_plugin.lora_scale": str(lora_scale)}  # fmt: skip
     if grid is not None:
-        meta["lcm_plugin.num_ddim_timesteps"] = str(grid)
+        meta[ORIGINAL_INFERENCE_STEPS_KEY] = str(grid)
     if single_file:
         return save_single_file(pipe, out, {**meta, "lcm_plugin.scheduler": "LCMScheduler"})
     return save_lcm_pipeline(pipe, pipe.unet, out, metadata=meta, original_inference_steps=grid)

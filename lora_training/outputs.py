@@ -94,7 +94,7 @@ def _export_final(trainer) -> dict[str, Path]:
         peft_cfg = models.student.peft_config["default"]
         meta = export.adapter_metadata(base_model=cfg.pretrained_model, arch=arch, rank=peft_cfg.r,
                                        alpha=peft_cfg.lora_alpha, steps=trainer.step, method=cfg.method,
-                                       extra={"num_ddim_timesteps": cfg.original_inference_steps, "solver": cfg.solver,
+                                       extra={"original_inference_steps": cfg.original_inference_steps, "solver": cfg.solver,
                                               "recipe": _recipe_json(trainer),
                                               "target": cfg.target, "loss_type": cfg.loss_type,
                                               "omega": cfg.omega if cfg.omega is not None else f"U[{cfg.w_min},{cfg.w_max}]"})  # fmt: skip
@@ -108,7 +108,7 @@ def _export_final(trainer) -> dict[str, Path]:
         return {"diffusers_lora": diffusers_file, "kohya_lora": kohya_file}
     meta = export.adapter_metadata(base_model=cfg.pretrained_model, arch=arch, rank=0, alpha=0, steps=trainer.step,
                                    method=cfg.method, extra={"time_cond_proj_dim": models.w_embedding_dim,
-                                                             "num_ddim_timesteps": cfg.original_inference_steps,
+                                                             "original_inference_steps": cfg.original_inference_steps,
                                                              "recipe": _recipe_json(trainer)})  # fmt: skip
     folder = export.save_lcm_pipeline(
         models.parts.pipe,

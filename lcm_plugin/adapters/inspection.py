@@ -321,9 +321,26 @@ def header_bytes(header: SafetensorsHeader) -> int:
     return sum(tensor_nbytes(i) for i in header.tensors.values())
 
 
+# N, as our trainer and train fuse write it; and its name in files written before 2026-12
+ORIGINAL_INFERENCE_STEPS_KEY = "lcm_plugin.original_inference_steps"
+OLD_ORIGINAL_INFERENCE_STEPS_KEYS = ("lcm_plugin.num_ddim_timesteps",)
+
+
+def original_inference_steps_from_metadata(metadata: dict[str, str]) -> tuple[int, str] | None:
+    """(N, the key it was read from) from safetensors metadata: ``lcm_plugin.original_inference_steps``, else the
+    old ``lcm_plugin.num_ddim_timesteps`` (the shipped toy LCM-LoRA and earlier exports); None when neither holds
+    a whole number."""
+    for key in (ORIGINAL_INFERENCE_STEPS_KEY, *OLD_ORIGINAL_INFERENCE_STEPS_KEYS):
+        value = metadata.get(key, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value), key
+    return None
+
+
 def distillation_grid_size(path: str | os.PathLike) -> int | None:
     """N of the skipping-step grid an LCM-LoRA was distilled on (our trainer writes it to the metadata as
-    ``lcm_plugin.num_ddim_timesteps``), or None when the file does not say (public LCM-LoRAs: N = 50).
+    ``lcm_plugin.original_inference_steps``; older files as ``lcm_plugin.num_ddim_timesteps``), or None when the
+    file does not say (public LCM-LoRAs: N = 50).
 
     Sample with ``original_inference_steps = N`` so the inference timesteps lie on the grid the adapter learnt.
     A folder stands for its ``pytorch_lora_weights.safetensors`` (the trainer's output folder also holds the kohya
@@ -337,8 +354,5 @@ def distillation_grid_size(path: str | os.PathLike) -> int | None:
         if len(files) != 1:
             return None
         p = files[0]
-    value = read_header(p).metadata.get("lcm_plugin.num_ddim_timesteps")
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
+    found = original_inference_steps_from_metadata(read_header(p).metadata)
+    return None if found is None else found[0]

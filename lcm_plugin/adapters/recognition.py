@@ -3,8 +3,8 @@
 Every host asks here (the CLI's ``generate --lora``, the diffusers helper, the A1111/Forge extension, the ComfyUI
 nodes), so one file gets one recipe everywhere:
 
-1. ``lcm_plugin.recipe`` in the safetensors metadata (what our trainer writes; ``lcm_plugin.num_ddim_timesteps`` of
-   older exports means plain LCM on that grid);
+1. ``lcm_plugin.recipe`` in the safetensors metadata (what our trainer writes; ``lcm_plugin.original_inference_steps``
+   or, in older exports, ``lcm_plugin.num_ddim_timesteps`` alone means plain LCM on that grid);
 2. the file's sha256 equal to a registry entry's (:func:`lcm_plugin.adapters.registry.every_adapter`);
 3. the file's name equal to a registry entry's upstream file name (when only one entry has it) or to the name our
    downloads install (``<entry>.safetensors``) -- said so in the notice, since the bytes were not matched;
@@ -22,12 +22,12 @@ from pathlib import Path
 
 from lcm_plugin.adapters import recipe_table
 from lcm_plugin.adapters.few_step_adapters import RECIPE_OF
+from lcm_plugin.adapters.inspection import original_inference_steps_from_metadata
 from lcm_plugin.adapters.recipes import METADATA_KEY, Recipe, Source
 from lcm_plugin.adapters.registry import KnownAdapter, every_adapter
 
 logger = logging.getLogger(__name__)
 
-LEGACY_GRID_KEY = "lcm_plugin.num_ddim_timesteps"
 _hashes: dict[tuple[str, int, int], str] = {}
 
 
@@ -100,8 +100,9 @@ def recipe_from_metadata(metadata: dict[str, str]) -> Recipe | None:
     """The recipe an adapter's own metadata declares (ours), or None."""
     if METADATA_KEY in metadata:
         return Recipe.from_metadata(metadata[METADATA_KEY])
-    grid = metadata.get(LEGACY_GRID_KEY)
-    if grid is not None and grid.strip().isdigit():
+    found = original_inference_steps_from_metadata(metadata)
+    if found is not None:
+        grid, key = found
         base = recipe_table.get(recipe_table.DEFAULT_RECIPE)
         return Recipe(
             name=f"lcm-n{int(grid)}",
@@ -110,7 +111,7 @@ def recipe_from_metadata(metadata: dict[str, str]) -> Recipe | None:
             step_range=(1, min(8, int(grid))),
             default_steps=min(4, int(grid)),
             cfg_range=base.cfg_range,
-            sources=(Source("adapter metadata", f"{LEGACY_GRID_KEY} = {grid} (lcm-plugin trainer)"),),
+            sources=(Source("adapter metadata", f"{key} = {grid} (lcm-plugin trainer)"),),
         )
     return None
 

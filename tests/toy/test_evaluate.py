@@ -119,11 +119,21 @@ def test_lcm_rows_sample_on_the_grid_the_adapter_was_distilled_on(teacher_pipe, 
     tensors = {"unet.down_blocks.0.attentions.0.proj_in.lora_A.weight": torch.zeros(2, 4)}
     ours = tmp_path / "ours" / "pytorch_lora_weights.safetensors"
     ours.parent.mkdir()
-    save_file(tensors, str(ours), metadata={"lcm_plugin.num_ddim_timesteps": "20"})
+    save_file(tensors, str(ours), metadata={"lcm_plugin.original_inference_steps": "20"})
     public = tmp_path / "public.safetensors"
     save_file(tensors, str(public))
     assert distillation_grid_size(ours) == 20 and distillation_grid_size(ours.parent) == 20
     assert distillation_grid_size(public) is None
+    # files written before the key was renamed (the shipped toy LoRA among them) keep their grid; the new key wins
+    old = tmp_path / "old.safetensors"
+    save_file(tensors, str(old), metadata={"lcm_plugin.num_ddim_timesteps": "25"})
+    both = tmp_path / "both.safetensors"
+    save_file(
+        tensors,
+        str(both),
+        metadata={"lcm_plugin.num_ddim_timesteps": "25", "lcm_plugin.original_inference_steps": "20"},
+    )
+    assert distillation_grid_size(old) == 25 and distillation_grid_size(both) == 20
 
     sched = lcm_sampler(str(ours), (4,)).scheduler_factory(teacher_pipe.scheduler.config)
     sched.set_timesteps(4)
@@ -142,7 +152,7 @@ def test_tcd_gamma_rows_and_device_option(teacher_pipe, tmp_path, capsys):
     save_file(
         {"unet.down_blocks.0.attentions.0.proj_in.lora_A.weight": torch.zeros(2, 4)},
         str(lora),
-        metadata={"lcm_plugin.num_ddim_timesteps": "20"},
+        metadata={"lcm_plugin.original_inference_steps": "20"},
     )
     row = lcm_sampler(str(lora), (2,), gamma=0.3)
     assert row.name == "LCM-LoRA (gamma 0.3)" and lcm_sampler(str(lora), (2,)).name == "LCM-LoRA"
@@ -168,7 +178,7 @@ def test_explicit_lcm_timesteps_row(teacher_pipe, judge, random_lora, tmp_path, 
     save_file(
         {"unet.down_blocks.0.attentions.0.proj_in.lora_A.weight": torch.zeros(2, 4)},
         str(lora),
-        metadata={"lcm_plugin.num_ddim_timesteps": "20"},
+        metadata={"lcm_plugin.original_inference_steps": "20"},
     )
     row = lcm_sampler(str(lora), (1, 2, 4), timesteps=[999, 899, 749, 549])
     assert row.name == "LCM-LoRA [999,899,749,549]" and row.steps == (4,)
@@ -178,7 +188,9 @@ def test_explicit_lcm_timesteps_row(teacher_pipe, judge, random_lora, tmp_path, 
     original = teacher_pipe.scheduler
     teacher_pipe.scheduler = pipe_sched
     try:
-        a = generate(teacher_pipe, ["a red circle in the center on a black background"], 4, 1.0, 0, 1, row.timesteps)
+        a = generate(
+            teacher_pipe, ["a red circle in the center on a black background"], 4, 1.0, 0, 1, row.timesteps
+        )
         assert pipe_sched.timesteps.tolist() == [999, 899, 749, 549]
         b = generate(teacher_pipe, ["a red circle in the center on a black background"], 4, 1.0, 0, 1)
         assert pipe_sched.timesteps.tolist() == [999, 749, 499, 249]
@@ -220,13 +232,34 @@ def test_full_lcm_rows_sample_the_model_itself(teacher_pipe, tmp_path, capsys):
     from lora_training.teachers import lcd_student_from_teacher
 
     student = lcd_student_from_teacher(teacher_pipe.unet, 256)
-    folder = save_lcm_pipeline(teacher_pipe, student, tmp_path / "lcm", metadata={}, original_inference_steps=20)
+    folder = save_lcm_pipeline(
+        teacher_pipe, student, tmp_path / "lcm", metadata={}, original_inference_steps=20
+    )
     sched = lcm_sampler(None, (4,)).scheduler_factory(load_pipeline(folder).scheduler.config)
     sched.set_timesteps(4)
     assert sched.timesteps.tolist() == [999, 749, 499, 249]  # N = 20 from the exported scheduler config
     out = tmp_path / "eval"
-    args = ["toy", "evaluate", "--model", str(folder), "--samplers", "", "--lcm-full", "--lcm-steps", "2",
-            "--lcm-guidance", "5", "--n-samples", "4", "--batch", "4", "--threads", "1", "--out-dir", str(out)]
+    args = [
+        "toy",
+        "evaluate",
+        "--model",
+        str(folder),
+        "--samplers",
+        "",
+        "--lcm-full",
+        "--lcm-steps",
+        "2",
+        "--lcm-guidance",
+        "5",
+        "--n-samples",
+        "4",
+        "--batch",
+        "4",
+        "--threads",
+        "1",
+        "--out-dir",
+        str(out),
+    ]
     assert main(args) == 0
     table = (out / "toy_eval.md").read_text()
     assert "| LCM (full model) | 2 | 5 | 2 |" in table  # 2 steps, CFG 5 embedded: 2 UNet evaluations, not 4

@@ -186,7 +186,7 @@ def test_full_lcd_starts_at_teacher_and_exports_lcm_pipeline(tmp_path, pipe_dir,
     folder = result.outputs["lcm_pipeline"]
     sched_cfg = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
     assert sched_cfg["original_inference_steps"] == 20  # samples on the grid it was distilled on (k = 50)
-    assert json.loads((folder / "lcm_plugin.json").read_text())["lcm_plugin.num_ddim_timesteps"] == "20"
+    assert json.loads((folder / "lcm_plugin.json").read_text())["lcm_plugin.original_inference_steps"] == "20"
     unet_cfg = json.loads((folder / "unet" / "config.json").read_text())
     assert unet_cfg["time_cond_proj_dim"] == 256
     from diffusers import StableDiffusionPipeline
