@@ -112,7 +112,7 @@ def save_lcm_pipeline(pipe, unet, out_dir: str | os.PathLike, *, metadata: dict[
     """
     from diffusers import LCMScheduler
 
-    grid = (
+    scheduler_kw = (
         {}
         if original_inference_steps is None
         else {"original_inference_steps": int(original_inference_steps)}
@@ -121,7 +121,7 @@ def save_lcm_pipeline(pipe, unet, out_dir: str | os.PathLike, *, metadata: dict[
     def write(tmp: Path) -> None:
         old_unet, old_sched = pipe.unet, pipe.scheduler
         try:
-            pipe.unet, pipe.scheduler = unet, LCMScheduler.from_config(pipe.scheduler.config, **grid)
+            pipe.unet, pipe.scheduler = unet, LCMScheduler.from_config(pipe.scheduler.config, **scheduler_kw)
             pipe.register_modules(unet=unet, scheduler=pipe.scheduler)
             pipe.save_pretrained(tmp, safe_serialization=True)
         finally:
@@ -150,7 +150,7 @@ def fuse_lora(base: str, lora: str, out: str | os.PathLike, *, single_file_confi
         ValueError: a damaged or foreign file, a LoRA for another architecture (one line, not diffusers' list of
             mismatched weights), or fused weights that are not finite (nothing is written then).
     """
-    from lcm_plugin.adapters.inspection import ORIGINAL_INFERENCE_STEPS_KEY, distillation_grid_size
+    from lcm_plugin.adapters.inspection import ORIGINAL_INFERENCE_STEPS_KEY, read_original_inference_steps
     from lcm_plugin.pipeline_loading import load_lora, load_pipeline, lora_file
 
     if single_file and Path(out).suffix != ".safetensors":
@@ -163,14 +163,16 @@ def fuse_lora(base: str, lora: str, out: str | os.PathLike, *, single_file_confi
     pipe.fuse_lora(lora_scale=lora_scale)
     pipe.unload_lora_weights()
     _check_finite_weights(pipe.unet, f"fusing {lora_path} at --lora-scale {lora_scale:g}")
-    grid = distillation_grid_size(lora_path)  # our adapters record N; public ones (None) used 50
+    original_inference_steps = read_original_inference_steps(lora_path)  # None: a public LoRA (N = 50)
     meta = {"lcm_plugin.version": lcm_plugin.__version__, "lcm_plugin.base_model": str(base),
             "lcm_plugin.fused_lora": str(lora), "lcm_plugin.lora_scale": str(lora_scale)}  # fmt: skip
-    if grid is not None:
-        meta[ORIGINAL_INFERENCE_STEPS_KEY] = str(grid)
+    if original_inference_steps is not None:
+        meta[ORIGINAL_INFERENCE_STEPS_KEY] = str(original_inference_steps)
     if single_file:
         return save_single_file(pipe, out, {**meta, "lcm_plugin.scheduler": "LCMScheduler"})
-    return save_lcm_pipeline(pipe, pipe.unet, out, metadata=meta, original_inference_steps=grid)
+    return save_lcm_pipeline(
+        pipe, pipe.unet, out, metadata=meta, original_inference_steps=original_inference_steps
+    )
 
 
 def _check_finite_weights(module: torch.nn.Module, what: str) -> None:

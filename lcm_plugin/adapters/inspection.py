@@ -337,7 +337,7 @@ def original_inference_steps_from_metadata(metadata: dict[str, str]) -> tuple[in
     return None
 
 
-def distillation_grid_size(path: str | os.PathLike) -> int | None:
+def read_original_inference_steps(path: str | os.PathLike) -> int | None:
     """N of the skipping-step grid an LCM-LoRA was distilled on (our trainer writes it to the metadata as
     ``lcm_plugin.original_inference_steps``; older files as ``lcm_plugin.num_ddim_timesteps``), or None when the
     file does not say (public LCM-LoRAs: N = 50).

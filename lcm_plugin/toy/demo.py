@@ -101,7 +101,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     lora = _lora_file(args.lora)  # its header checked before the model loads
     import torch
 
-    from lcm_plugin.adapters.inspection import distillation_grid_size
+    from lcm_plugin.adapters.inspection import read_original_inference_steps
     from lcm_plugin.pipeline_loading import load_lora, load_pipeline
     from lcm_plugin.toy.evaluate import generate, lcm_scheduler_factory, unet_evals_per_step
     from lcm_plugin.toy.report import image_grid
@@ -144,12 +144,15 @@ def run_demo(args: argparse.Namespace) -> dict:
             )
 
     rows, grid_rows, original = [], [], pipe.scheduler
-    grid = None if lora is None else distillation_grid_size(lora)  # sample on the adapter's own timestep grid
+    # sample on the grid the adapter was distilled on (None: the scheduler's default, 50)
+    original_inference_steps = None if lora is None else read_original_inference_steps(lora)
     for label, kind, steps, guidance in plans:
         if kind == "lcm" and not getattr(pipe, "_demo_lora_loaded", False):
             load_lora(pipe, lora, adapter_name="lcm")
             pipe._demo_lora_loaded = True
-        pipe.scheduler = lcm_scheduler_factory(grid)(original.config) if kind == "lcm" else original
+        pipe.scheduler = (
+            lcm_scheduler_factory(original_inference_steps)(original.config) if kind == "lcm" else original
+        )
         t0 = time.perf_counter()
         images = generate(pipe, all_prompts, steps, guidance, seed=0, batch=len(all_prompts))
         seconds = time.perf_counter() - t0

@@ -156,15 +156,15 @@ def lcm_sampler(
 ) -> Sampler:
     """An LCM row: the LCM scheduler with an LCM-LoRA (or a full LCM checkpoint when ``lora`` is None).
 
-    The grid size N defaults to the one the adapter was distilled on (its metadata), else 50. ``gamma`` < 1
+    The grid N (``original_inference_steps``) defaults to the one the adapter was distilled on (its metadata), else 50. ``gamma`` < 1
     samples with TCD's partial re-noising between steps (the row is then named "<name> (gamma G)").
     ``timesteps`` replaces the scheduler's choice for a step count with an explicit descending list (one row
     of len(timesteps) steps, named "<name> [t1,t2,...]"); ``steps`` is then ignored.
     """
     if original_inference_steps is None and lora is not None:
-        from lcm_plugin.adapters.inspection import distillation_grid_size
+        from lcm_plugin.adapters.inspection import read_original_inference_steps
 
-        original_inference_steps = distillation_grid_size(lora)
+        original_inference_steps = read_original_inference_steps(lora)
     factory = lcm_scheduler_factory(original_inference_steps, gamma)
     if gamma != 1.0:
         name = f"{name} (gamma {gamma:g})"

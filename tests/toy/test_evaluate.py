@@ -114,7 +114,7 @@ def test_validation_split_for_model_selection(judge, teacher_pipe, monkeypatch):
 def test_lcm_rows_sample_on_the_grid_the_adapter_was_distilled_on(teacher_pipe, tmp_path):
     from safetensors.torch import save_file
 
-    from lcm_plugin.adapters.inspection import distillation_grid_size
+    from lcm_plugin.adapters.inspection import read_original_inference_steps
 
     tensors = {"unet.down_blocks.0.attentions.0.proj_in.lora_A.weight": torch.zeros(2, 4)}
     ours = tmp_path / "ours" / "pytorch_lora_weights.safetensors"
@@ -122,8 +122,8 @@ def test_lcm_rows_sample_on_the_grid_the_adapter_was_distilled_on(teacher_pipe, 
     save_file(tensors, str(ours), metadata={"lcm_plugin.original_inference_steps": "20"})
     public = tmp_path / "public.safetensors"
     save_file(tensors, str(public))
-    assert distillation_grid_size(ours) == 20 and distillation_grid_size(ours.parent) == 20
-    assert distillation_grid_size(public) is None
+    assert read_original_inference_steps(ours) == 20 and read_original_inference_steps(ours.parent) == 20
+    assert read_original_inference_steps(public) is None
     # files written before the key was renamed (the shipped toy LoRA among them) keep their grid; the new key wins
     old = tmp_path / "old.safetensors"
     save_file(tensors, str(old), metadata={"lcm_plugin.num_ddim_timesteps": "25"})
@@ -133,7 +133,7 @@ def test_lcm_rows_sample_on_the_grid_the_adapter_was_distilled_on(teacher_pipe, 
         str(both),
         metadata={"lcm_plugin.num_ddim_timesteps": "25", "lcm_plugin.original_inference_steps": "20"},
     )
-    assert distillation_grid_size(old) == 25 and distillation_grid_size(both) == 20
+    assert read_original_inference_steps(old) == 25 and read_original_inference_steps(both) == 20
 
     sched = lcm_sampler(str(ours), (4,)).scheduler_factory(teacher_pipe.scheduler.config)
     sched.set_timesteps(4)

@@ -22,13 +22,13 @@ def lora_file():
 
 
 def test_adapter_metadata_names_its_recipe(lora_file):
-    from lcm_plugin.adapters.inspection import distillation_grid_size
+    from lcm_plugin.adapters.inspection import read_original_inference_steps
     from lcm_plugin.adapters.safetensors_io import read_header
 
     meta = read_header(lora_file).metadata
     assert meta["lcm_plugin.algorithm"] == "lora" and meta["lcm_plugin.architecture"] == "sd15"
     # N under the key's old name (lcm_plugin.num_ddim_timesteps): the shipped file is read as it is, not rewritten
-    assert int(meta["lcm_plugin.steps"]) > 0 and distillation_grid_size(lora_file) in (20, 50)
+    assert int(meta["lcm_plugin.steps"]) > 0 and read_original_inference_steps(lora_file) in (20, 50)
 
 
 def test_lcm_beats_the_teacher_at_equal_steps(teacher_pipe, judge, lora_file):
