@@ -44,8 +44,9 @@ def _default(f: dataclasses.Field) -> Any:
     return None
 
 
-class _DeprecatedFlag(argparse.Action):
-    """An old spelling of a flag: stores into the new flag's field and prints a one-line notice."""
+class DeprecatedFlag(argparse.Action):
+    """An old spelling of a flag (``action=DeprecatedFlag, new_flag="--new-name"``, ``help=argparse.SUPPRESS``):
+    stores into the new flag's destination and prints a one-line notice that names the new flag."""
 
     def __init__(self, option_strings, dest, *, new_flag: str, **kw):
         self.new_flag = new_flag
@@ -92,7 +93,7 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, *, skip: tup
             raise TypeError(f"deprecated flag {old}: only scalar fields have aliases, {name} is a {kind}")
         new_flag = "--" + name.replace("_", "-")
         parser.add_argument(old, dest=name, type=element, default=argparse.SUPPRESS, help=argparse.SUPPRESS,
-                            action=_DeprecatedFlag, new_flag=new_flag)  # fmt: skip
+                            action=DeprecatedFlag, new_flag=new_flag)  # fmt: skip
 
 
 def dataclass_values(args: argparse.Namespace, cls: type) -> dict[str, Any]:

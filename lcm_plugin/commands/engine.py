@@ -6,6 +6,8 @@ import argparse
 import logging
 import time
 
+from lcm_plugin.commands.dataclass_flags import DeprecatedFlag
+
 logger = logging.getLogger(__name__)
 
 
@@ -31,7 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--strength", type=float, default=1.0, help="img2img strength / denoise in (0, 1] (default 1.0)"
     )
-    p.add_argument("--original-steps", type=int, default=50, help="distillation grid size N (default 50)")
+    p.add_argument(
+        "--original-inference-steps", type=int, default=50, help="N, the distillation grid (default 50)"
+    )
+    p.add_argument("--original-steps", dest="original_inference_steps", type=int, help=argparse.SUPPRESS,
+                   action=DeprecatedFlag, new_flag="--original-inference-steps")  # fmt: skip
     p.set_defaults(handler=_timesteps)
 
     g = subparsers.add_parser(
@@ -91,8 +97,9 @@ def _timesteps(args: argparse.Namespace) -> int:
     from lcm_plugin import core
     from lcm_plugin.k_sampler import lcm_sigmas
 
-    ts = core.lcm_timesteps(args.steps, args.original_steps, 1000, args.strength)
-    sigmas = lcm_sigmas(args.steps, denoise=args.strength, original_inference_steps=args.original_steps)
+    n = args.original_inference_steps
+    ts = core.lcm_timesteps(args.steps, n, 1000, args.strength)
+    sigmas = lcm_sigmas(args.steps, denoise=args.strength, original_inference_steps=n)
     print("timesteps:", ts.tolist())
     print("sigmas (SD schedule):", [round(float(s), 4) for s in sigmas])
     return 0

@@ -19,6 +19,15 @@ def test_timesteps_command(capsys):
     assert "[499, 379, 259, 139]" in capsys.readouterr().out
 
 
+def test_timesteps_command_takes_the_grid_size_under_its_one_name(capsys):
+    assert main(["timesteps", "--steps", "2", "--original-inference-steps", "20"]) == 0
+    assert "[999, 499]" in capsys.readouterr().out  # N = 20: k = 50
+    assert main(["timesteps", "--steps", "2", "--original-steps", "20"]) == 0  # the old spelling, hidden
+    captured = capsys.readouterr()
+    assert "[999, 499]" in captured.out
+    assert "--original-steps is the old name of --original-inference-steps" in captured.err
+
+
 def test_timesteps_command_bad_input(capsys):
     assert main(["timesteps", "--steps", "60"]) == 1
     assert "cannot exceed original_inference_steps" in capsys.readouterr().err
