@@ -62,7 +62,7 @@ def command(row: str, a: argparse.Namespace, out: Path, clock: Path, cache: Path
     return [sys.executable, "-c", _OURS_CHILD, str(clock), "train", "lora", "--pretrained-model", str(paths.TEACHER),
             *data, "--output-dir", str(out), "--resolution", str(a.resolution), "--train-batch-size", str(a.batch),
             "--lora-rank", str(a.rank), "--lora-alpha", str(a.rank), "--max-train-steps", str(a.steps),
-            "--num-ddim-timesteps", "50", "--loss-type", "l2", "--learning-rate", "1e-4", "--lr-warmup-steps", "0",
+            "--original-inference-steps", "50", "--loss-type", "l2", "--learning-rate", "1e-4", "--lr-warmup-steps", "0",
             "--checkpointing-steps", "100000"]  # fmt: skip
 
 
