@@ -13,26 +13,41 @@ from lcm_plugin import core
 DEFAULT_ORIGINAL_INFERENCE_STEPS = 50
 
 
+ENGINE_DEFAULTS = {"consistency": "lcm", "apply_boundary_condition": True, "initial_noise": "pure"}
+"""The update, boundary condition and text-to-image start of plain LCM (a recipe may set others)."""
+
+
 def resolve_lcm_options(
     patched: Mapping | None = None,
     *,
     gamma: float | None = None,
     original_inference_steps: int | None = None,
+    **engine,
 ) -> dict:
-    """``{"original_inference_steps": N, "gamma": g}``, validated; None means "not given here".
+    """The settings of one sampling run, validated; None means "not given here".
+
+    Returns ``original_inference_steps`` (N), ``gamma`` and the engine settings of :data:`ENGINE_DEFAULTS`
+    (``consistency``, ``apply_boundary_condition``, ``initial_noise``: a few-step adapter's recipe may change them).
 
     Args:
-        patched: settings carried by the model (keys ``original_inference_steps``, ``gamma``), or None.
+        patched: settings carried by the model (the same keys), or None.
         gamma: the sampler's own gamma in [0, 1] (1 = LCM, 0.3 = TCD, 0 = deterministic), or None.
         original_inference_steps: the schedule's own grid size N, or None.
+        engine: the sampler's own engine settings (None values are ignored).
     """
     patched = patched or {}
+    unknown = set(engine) - set(ENGINE_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown LCM settings {sorted(unknown)}; use {sorted(ENGINE_DEFAULTS)}.")
     options = {
         "original_inference_steps": original_inference_steps
         or patched.get("original_inference_steps")
         or DEFAULT_ORIGINAL_INFERENCE_STEPS,
         "gamma": patched.get("gamma", 1.0) if gamma is None else gamma,
     }
+    for key, default in ENGINE_DEFAULTS.items():
+        options[key] = engine[key] if engine.get(key) is not None else patched.get(key, default)
     core.check_gamma(options["gamma"])
     core.training_grid(options["original_inference_steps"])  # validates N
+    core.check_consistency(options["consistency"])
     return options

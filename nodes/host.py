@@ -16,6 +16,9 @@ from lcm_plugin.host_options import resolve_lcm_options
 from .common import MODEL_OPTIONS_KEY
 
 GRID_ATTRIBUTE = "lcm_plugin_original_inference_steps"  # set by the LCM Model node on its model_sampling
+RECIPE_ATTRIBUTE = (
+    "lcm_plugin_recipe"  # a few-step adapter's recipe, set by the LCM-LoRA Loader on its model_sampling
+)
 
 
 def _is_core_class(obj, name: str) -> bool:
@@ -70,8 +73,14 @@ def training_alphas_cumprod(model_sampling) -> torch.Tensor:
     return core.alphas_cumprod_from_sigmas(sigmas.cpu())
 
 
+def recipe_of(model_sampling):
+    """The recipe the LCM-LoRA Loader put on this model (lcm_plugin.adapters.recipes.Recipe), or None."""
+    return getattr(model_sampling, RECIPE_ATTRIBUTE, None)
+
+
 def lcm_options(model_options: dict | None, model_sampling=None, **given) -> dict:
-    """The LCM settings for one run: a node's ``given`` inputs, else the LCM Model patch's, else the defaults."""
+    """The LCM settings for one run: a node's ``given`` inputs, else the model patch's (LCM Model, or an adapter's
+    recipe from the LCM-LoRA Loader), else the defaults of plain LCM (:func:`resolve_lcm_options`)."""
     patched = dict((model_options or {}).get(MODEL_OPTIONS_KEY, {}))
     grid = getattr(model_sampling, GRID_ATTRIBUTE, None)
     if grid is not None:

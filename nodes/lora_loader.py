@@ -7,6 +7,8 @@ objects and applies the result with ``comfy.lora``.
 
 from __future__ import annotations
 
+import logging
+import sys
 from pathlib import Path
 
 import comfy.lora
@@ -16,8 +18,10 @@ import folder_paths
 from comfy_api.latest import io
 
 from lcm_plugin.adapters import for_comfyui, lora_sources
+from lcm_plugin.adapters.recognition import recognise
 
 from .common import CATEGORY, NODE_ID_PREFIX
+from .model_patch import with_recipe
 
 
 def _lora_path(lora_name: str, arch: str | None) -> Path:
@@ -80,22 +84,77 @@ class LCMPluginLoraLoader(io.ComfyNode):
                     step=0.01,
                     tooltip="How strongly to modify the CLIP model (unused if the LoRA has no text-encoder weights).",
                 ),
+                io.Int.Input(
+                    "steps",
+                    default=0,
+                    min=0,
+                    max=1000,
+                    optional=True,
+                    tooltip="Steps for the SIGMAS output (0 = the adapter's own: 4 for LCM-LoRA, its fixed count for "
+                    "Hyper-SD / SDXL-Lightning / DMD2 ...). A count the adapter was not made for is reported.",
+                ),
+                io.Float.Input(
+                    "denoise",
+                    default=1.0,
+                    min=0.01,
+                    max=1.0,
+                    step=0.01,
+                    optional=True,
+                    tooltip="img2img strength for the SIGMAS output, on the adapter's own grid (1.0 = text-to-image).",
+                ),
             ],
             outputs=[
-                io.Model.Output(tooltip="The model with the LoRA applied."),
+                io.Model.Output(
+                    tooltip="The model with the LoRA applied; it carries the adapter's recipe, so the KSampler's "
+                    "lcm_exact + lcm_grid follow it too."
+                ),
                 io.Clip.Output(tooltip="The CLIP with the LoRA applied (None when no CLIP is connected)."),
+                io.Sampler.Output(
+                    tooltip="The adapter's sampler (LCM, TCD gamma, or DDIM/Euler-like), for SamplerCustom."
+                ),
+                io.Sigmas.Output(
+                    tooltip="The adapter's timesteps for these steps and denoise, for SamplerCustom."
+                ),
+                io.Float.Output(
+                    display_name="cfg", tooltip="The CFG scale the adapter's authors use (1 = none)."
+                ),
+                io.String.Output(
+                    display_name="recipe", tooltip="Which recipe applies, how it was recognised, warnings."
+                ),
             ],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     def execute(
-        cls, model, lora_name: str, strength_model: float, strength_clip: float, clip=None
+        cls,
+        model,
+        lora_name: str,
+        strength_model: float,
+        strength_clip: float,
+        steps: int = 0,
+        denoise: float = 1.0,
+        clip=None,
     ) -> io.NodeOutput:
+        new_model, new_clip, path = cls._apply_lora(model, clip, lora_name, strength_model, strength_clip)
+        patched, sampler, sigmas, cfg, report = with_recipe(new_model, recognise(path), steps, denoise)
+        logging.getLogger(__name__).info("%s", report)
+        _show_on_node(report, getattr(cls.hidden, "unique_id", None))
+        return io.NodeOutput(patched, new_clip, sampler, sigmas, cfg, report)
+
+    @classmethod
+    def _apply_lora(cls, model, clip, lora_name: str, strength_model: float, strength_clip: float):
+        """(model, clip) with every key of the LoRA applied, and the LoRA file."""
         if strength_model == 0 and strength_clip == 0:
-            return io.NodeOutput(model, clip)
+            return (
+                model,
+                clip,
+                _lora_path(lora_name, for_comfyui.model_arch(type(model.model.model_config).__name__)),
+            )
         config = type(model.model.model_config).__name__
         arch = for_comfyui.model_arch(config)
-        lora = for_comfyui.load_lora_for_comfyui(_lora_path(lora_name, arch), arch=arch, model_name=config)
+        path = _lora_path(lora_name, arch)
+        lora = for_comfyui.load_lora_for_comfyui(path, arch=arch, model_name=config)
         key_map = comfy.lora.model_lora_keys_unet(model.model, {})
         shapes = {k: tuple(v.shape) for k, v in model.model.state_dict().items()}
         if clip is not None:
@@ -119,7 +178,15 @@ class LCMPluginLoraLoader(io.ComfyNode):
             raise ValueError(
                 f"{len(set(patches) - applied)} weights of {lora_name} found no target; nothing applied"
             )
-        return io.NodeOutput(new_model, new_clip)
+        return new_model, new_clip, path
+
+
+def _show_on_node(text: str, node_id: str | None) -> None:
+    """The recipe line under the node in the UI (ComfyUI's progress text), when running in the server."""
+    server = sys.modules.get("server")  # ComfyUI's server.py, loaded when a server runs this node
+    instance = getattr(getattr(server, "PromptServer", None), "instance", None)
+    if node_id is not None and instance is not None:
+        instance.send_progress_text(text, node_id)
 
 
 NODES = [LCMPluginLoraLoader]

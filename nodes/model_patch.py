@@ -8,6 +8,7 @@ denoiser already applies the LCM boundary condition and do not apply it a second
 from __future__ import annotations
 
 import comfy.model_sampling
+import comfy.samplers
 import folder_paths
 import torch
 from comfy_api.latest import io
@@ -15,9 +16,11 @@ from comfy_api.latest import io
 from lcm_plugin import core
 from lcm_plugin.guidance_projection import guidance_condition, read_guidance_projection
 from lcm_plugin.host_options import DEFAULT_ORIGINAL_INFERENCE_STEPS
+from lcm_plugin.recipe_sampling import sampling_plan
 
 from .common import CATEGORY, MODEL_OPTIONS_KEY, NODE_ID_PREFIX
-from .host import GRID_ATTRIBUTE
+from .host import GRID_ATTRIBUTE, RECIPE_ATTRIBUTE, training_alphas_cumprod
+from .sampler import sample_lcm_exact
 
 NO_GUIDANCE_FILE = "(none: LCM-LoRA or plain model)"
 GUIDANCE_FOLDERS = ("checkpoints", "diffusion_models")
@@ -55,8 +58,9 @@ def guidance_files() -> list[str]:
     return names
 
 
-def sampling_for(model, prediction_type: str, original_inference_steps: int):
-    """A fresh model_sampling of the chosen prediction type that carries the grid N for ``lcm_grid``."""
+def sampling_for(model, prediction_type: str, original_inference_steps: int, recipe=None):
+    """A fresh model_sampling of the chosen prediction type that carries the grid N (and a few-step adapter's
+    recipe, if given) for ``lcm_grid`` and ``lcm_exact``."""
     current = model.get_model_object("model_sampling")
     if not isinstance(current, comfy.model_sampling.ModelSamplingDiscrete):
         raise ValueError(
@@ -69,6 +73,7 @@ def sampling_for(model, prediction_type: str, original_inference_steps: int):
         v = prediction_type == "v_prediction"
     sampling = (LCMSamplingV if v else LCMSamplingEpsilon)(model.model.model_config, zsnr=current.zsnr)
     setattr(sampling, GRID_ATTRIBUTE, original_inference_steps)
+    setattr(sampling, RECIPE_ATTRIBUTE, recipe)
     return sampling
 
 
@@ -93,6 +98,28 @@ def guided_time_embedding(model, file: str, guidance_scale: float) -> GuidedTime
             f"embedding takes {features}; load the checkpoint this projection belongs to."
         )
     return GuidedTimeEmbedding(time_embed, guidance_condition(projection, guidance_scale))
+
+
+def with_recipe(model, recognition, steps: int, denoise: float):
+    """The model carrying an adapter's recipe, the SAMPLER and SIGMAS that sample it, its CFG and a report.
+
+    The recipe rides on the model (its model_sampling and model_options), so the stock KSampler with ``lcm_exact``
+    and ``lcm_grid``, and the LCM Scheduler, follow it too; ``steps`` 0 means the recipe's own.
+    """
+    recipe = recognition.recipe
+    current = model.get_model_object("model_sampling")
+    prediction = recipe.prediction_type or ("v_prediction" if isinstance(current, comfy.model_sampling.V_PREDICTION)
+                                            else "epsilon")  # fmt: skip
+    sampling = sampling_for(model, prediction, recipe.grid_size(), recipe)
+    plan = sampling_plan(recipe, steps or None, training_alphas_cumprod(sampling), denoise=denoise)
+    patched = model.clone()
+    patched.add_object_patch("model_sampling", sampling)
+    patched.model_options[MODEL_OPTIONS_KEY] = {**plan.options, "initial_noise": recipe.initial_noise}
+    sampler = comfy.samplers.KSAMPLER(
+        sample_lcm_exact, extra_options=dict(patched.model_options[MODEL_OPTIONS_KEY])
+    )
+    report = "\n".join([recognition.notice(), *plan.warnings])
+    return patched, sampler, plan.sigmas.float(), plan.cfg, report
 
 
 class LCMPluginModel(io.ComfyNode):

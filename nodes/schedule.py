@@ -6,9 +6,10 @@ import torch
 from comfy_api.latest import io
 
 from lcm_plugin.k_sampler import lcm_sigmas
+from lcm_plugin.recipe_sampling import sampling_plan
 
 from .common import CATEGORY, NODE_ID_PREFIX
-from .host import lcm_options, training_alphas_cumprod
+from .host import lcm_options, recipe_of, training_alphas_cumprod
 
 SCHEDULER_NAME = "lcm_grid"
 
@@ -16,9 +17,13 @@ SCHEDULER_NAME = "lcm_grid"
 def grid_sigmas(
     model_sampling, steps: int, *, denoise: float = 1.0, original_inference_steps: int | None = None
 ):
-    """Float32 on-grid sigmas (+ final 0) for a ComfyUI model_sampling; N from the argument, the LCM Model, or 50."""
-    grid = lcm_options(None, model_sampling, original_inference_steps=original_inference_steps)
+    """Float32 sigmas (+ final 0) for a ComfyUI model_sampling: the timesteps of the adapter's recipe when the
+    LCM-LoRA Loader put one on the model, else the LCM grid of N (given here, by the LCM Model, or 50)."""
     abar = training_alphas_cumprod(model_sampling)
+    recipe = recipe_of(model_sampling)
+    if recipe is not None and original_inference_steps is None:
+        return sampling_plan(recipe, steps, abar, denoise=denoise).sigmas.float()
+    grid = lcm_options(None, model_sampling, original_inference_steps=original_inference_steps)
     return lcm_sigmas(
         steps, abar, denoise=denoise, original_inference_steps=grid["original_inference_steps"]
     ).float()

@@ -88,19 +88,22 @@ def extra_adapters() -> list[KnownAdapter]:
 
 
 def downloadable_adapters() -> list[KnownAdapter]:
-    """Registry LoRAs a host can download for an SD-family model, then the extra entries.
+    """Registry LoRAs a host can download for an SD-family model (:func:`_built_in`), then the extra entries.
 
     An extra entry with a built-in name replaces that entry (a private mirror of it, or a test server), so
     workflows saved with ``[download] <name>`` keep working against the mirror.
     """
     extras = extra_adapters()
     replaced = {e.name for e in extras}
-    built_in = [
-        e
-        for e in registry.all_adapters()
-        if e.kind == "lora" and e.repo_id and e.arch in ARCHS and e.name not in replaced
+    return [*(e for e in _built_in() if e.name not in replaced), *extras]
+
+
+def _built_in() -> list[KnownAdapter]:
+    """The registry's LoRAs (LCM-LoRAs, then TCD, Hyper-SD, PCM, SDXL-Lightning, DMD2) a host can verify: known
+    sha256, an SD-family architecture."""
+    return [
+        e for e in registry.every_adapter() if e.kind == "lora" and e.repo_id and e.sha256 and e.arch in ARCHS
     ]
-    return [*built_in, *extras]
 
 
 def lora_choices(local_files: list[str]) -> list[str]:
@@ -112,7 +115,7 @@ def lora_choices(local_files: list[str]) -> list[str]:
         adapters = downloadable_adapters()
     except ValueError as err:
         logger.error("%s", err)
-        adapters = [e for e in registry.all_adapters() if e.kind == "lora" and e.repo_id and e.arch in ARCHS]
+        adapters = _built_in()
     return [*local_files, *(DOWNLOAD_PREFIX + e.name for e in adapters)]
 
 

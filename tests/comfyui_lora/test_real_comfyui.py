@@ -88,7 +88,7 @@ ERRORS = {
     r"refusing to unpickle it",
     "escape": r"ValueError: LoRA name '../../x.safetensors' points outside the loras folder",
     "unknown": r"ValueError: unknown adapter 'lcm-lora-sd3'; known adapters: lcm-lora-sd15, lcm-lora-sdxl, "
-    r"lcm-lora-ssd-1b, tiny-lcm-lora-sd15, tiny-cut, tiny-bad-sha",
+    r"lcm-lora-ssd-1b, tcd-sd15, .*, tiny-lcm-lora-sd15, tiny-cut, tiny-bad-sha",
     "cut": r"RuntimeError: download of http://127.0.0.1:\d+/test-org/cut/resolve/main/\S+ failed after 3 "
     r"resumptions \(connection closed after \d+ of \d+ bytes\); nothing was kept",
     "bad_sha": r"ValueError: http://\S+: sha256 [0-9a-f]{64} does not match the expected [0-9a-f]{64}",
@@ -254,12 +254,13 @@ def test_object_info_lists_files_and_downloads_with_a_tooltip_on_every_input(com
         "sampling/lcm_plugin",
     )
     required, optional = info["input"]["required"], info["input"]["optional"]
-    assert list(required) == ["model", "lora_name", "strength_model", "strength_clip"] and list(optional) == [
-        "clip"
-    ]
+    assert list(required) == ["model", "lora_name", "strength_model", "strength_clip"]
+    assert list(optional) == ["clip", "steps", "denoise"]
     assert all(spec[1].get("tooltip") for spec in [*required.values(), *optional.values()])
     options = required["lora_name"][1]["options"]
     files = comfy_run["loras_after"]  # read after the cases ran: the downloaded file is listed too
     assert options[: len(files)] == files and "tiny-lcm-lora-sd15.safetensors" in files
     assert "[download] lcm-lora-sd15" in options and "[download] tiny-lcm-lora-sd15" in options
-    assert info["output"] == ["MODEL", "CLIP"] and all(info["output_tooltips"])
+    # MODEL and CLIP, then the recipe's SAMPLER, SIGMAS, cfg and report (issue 14)
+    assert info["output"] == ["MODEL", "CLIP", "SAMPLER", "SIGMAS", "FLOAT", "STRING"]
+    assert all(info["output_tooltips"])

@@ -30,19 +30,27 @@ def lcm_reference(
     init_latent: torch.Tensor | None = None,
     added_cond: dict | None = None,
     added_uncond: dict | None = None,
+    scheduler: LCMPluginScheduler | None = None,
+    timesteps: list[int] | None = None,
 ) -> torch.Tensor:
     """Final latents of ``steps`` LCM steps (img2img from ``init_latent`` in diffusers units when denoise < 1).
 
     CFG is applied to the model output as the SD pipelines do (``uncond + cfg * (cond - uncond)``; cfg 1 = cond
-    only); ``added_cond``/``added_uncond`` are SDXL's ``added_cond_kwargs`` of each branch.
+    only); ``added_cond``/``added_uncond`` are SDXL's ``added_cond_kwargs`` of each branch. A configured
+    ``scheduler`` (a recipe's) with explicit ``timesteps`` replaces the plain LCM scheduler, as a pipeline given
+    ``timesteps=`` runs it (the starting noise times its ``init_noise_sigma``).
     """
-    scheduler = LCMPluginScheduler(prediction_type=prediction_type, gamma=gamma)
-    scheduler.set_timesteps(steps, strength=denoise)
+    if scheduler is None:
+        scheduler = LCMPluginScheduler(prediction_type=prediction_type, gamma=gamma)
+        scheduler.set_timesteps(steps, strength=denoise)
+    else:
+        scheduler.set_timesteps(timesteps=timesteps)
     generator = torch.Generator().manual_seed(seed)
     noise = torch.randn(shape, generator=generator)
-    latents = (
-        noise if init_latent is None else scheduler.add_noise(init_latent, noise, scheduler.timesteps[:1])
-    )
+    if init_latent is None:
+        latents = noise * scheduler.init_noise_sigma
+    else:
+        latents = scheduler.add_noise(init_latent, noise, scheduler.timesteps[:1])
     for t in scheduler.timesteps:
         out = unet(latents, t, encoder_hidden_states=cond, added_cond_kwargs=added_cond).sample
         if cfg != 1.0:

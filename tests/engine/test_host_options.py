@@ -8,10 +8,15 @@ from lcm_plugin.host_options import resolve_lcm_options
 
 
 def test_precedence_sampler_then_patch_then_defaults():
-    assert resolve_lcm_options() == {"original_inference_steps": 50, "gamma": 1.0}
+    plain = {"consistency": "lcm", "apply_boundary_condition": True, "initial_noise": "pure"}
+    assert resolve_lcm_options() == {"original_inference_steps": 50, "gamma": 1.0, **plain}
     patched = {"original_inference_steps": 20, "gamma": 0.3}
-    assert resolve_lcm_options(patched) == patched
-    assert resolve_lcm_options(patched, gamma=0.0) == {"original_inference_steps": 20, "gamma": 0.0}
+    assert resolve_lcm_options(patched) == {**patched, **plain}
+    assert resolve_lcm_options(patched, gamma=0.0) == {"original_inference_steps": 20, "gamma": 0.0, **plain}
+    recipe = {"consistency": "tcd", "apply_boundary_condition": False, "initial_noise": "sigma_max"}
+    assert resolve_lcm_options(recipe)["consistency"] == "tcd"
+    assert resolve_lcm_options(recipe, consistency="lcm", initial_noise=None)["consistency"] == "lcm"
+    assert resolve_lcm_options(recipe, initial_noise=None)["initial_noise"] == "sigma_max"
     assert resolve_lcm_options(patched, original_inference_steps=4)["original_inference_steps"] == 4
 
 
@@ -20,6 +25,8 @@ def test_precedence_sampler_then_patch_then_defaults():
     [
         ({"gamma": 1.5}, r"gamma must be in \[0, 1\]"),
         ({"original_inference_steps": 5000}, r"original_inference_steps must be in \[1, 1000\]"),
+        ({"consistency": "ddim"}, "consistency"),
+        ({"eta": 0.3}, r"unknown LCM settings \['eta'\]"),
     ],
 )
 def test_out_of_range_settings_are_refused(kwargs, message):
