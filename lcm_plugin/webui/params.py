@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from lcm_plugin import core
+
 SAMPLER_LABEL = "LCM Exact"
 SAMPLER_ALIASES = ("lcm_exact", "k_lcm_exact")
 SCHEDULER_NAME = "lcm_grid"
@@ -157,8 +159,9 @@ def check_request(steps: int, params: LCMParams, denoising_strength: float | Non
 
 
 def alphas_cumprod_from_sigmas(sigmas: torch.Tensor) -> torch.Tensor:
-    """The model's cumulative alphas from its k-diffusion sigma table (abar = 1 / (1 + sigma^2)), float32."""
-    return (1.0 / (1.0 + sigmas.detach().double().cpu() ** 2)).float()
+    """The model's cumulative alphas from its k-diffusion sigma table (:func:`core.alphas_cumprod_from_sigmas`,
+    computed in float64 on the CPU), as float32."""
+    return core.alphas_cumprod_from_sigmas(sigmas.detach().cpu()).float()
 
 
 def declared_prediction_type(metadata: dict[str, str]) -> str | None:
