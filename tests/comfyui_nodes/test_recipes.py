@@ -68,12 +68,24 @@ def runs(tiny_checkpoint, tmp_path_factory):
     generator = torch.Generator().manual_seed(8)
     cond, uncond = torch.randn(1, 77, 768, generator=generator), torch.randn(1, 77, 768, generator=generator)
     x0 = torch.randn(SHAPE, generator=generator)
+    plain = "style_lora.safetensors"  # no recipe in its metadata, not in the registry
+    from safetensors.torch import save_file
+
+    save_file(lora_tensors(ckpt, seed=2), str(folder / plain))
     prompts = []
     for i, (name, denoise) in enumerate(CASES):
         prompts += _prompts(ckpt.name, loras[name], recipe_table.RECIPES[name], denoise, 900 + i)
+    reports = {"wrong_steps": (loras["lightning-4step"], 6), "unknown": (plain, 0)}
+    for lora, steps in reports.values():
+        prompts.append({
+            "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt.name}},
+            "2": {"class_type": "LCMPluginLoraLoader", "inputs": {"model": ["4", 0], "lora_name": lora,
+                  "strength_model": 1.0, "strength_clip": 1.0, "steps": steps, "denoise": 1.0}},
+            "5": {"class_type": "PreviewAny", "inputs": {"source": ["2", 5]}},
+        })  # fmt: skip
     results = run_workflows(
         prompts,
-        models={"checkpoints": [ckpt.path], "loras": [folder / f for f in loras.values()]},
+        models={"checkpoints": [ckpt.path], "loras": [folder / f for f in [*loras.values(), plain]]},
         tensors={"cond": cond, "uncond": uncond, "x0": x0 / SD_SCALING_FACTOR},
         # PyTorch's attention, as diffusers uses: recipes at CFG 7.5 (PCM) amplify the 1e-6 difference of
         # ComfyUI's default sub-quadratic CPU attention past 1e-4
@@ -81,7 +93,10 @@ def runs(tiny_checkpoint, tmp_path_factory):
         timeout=1800,
     )
     unet, config = ckpt.diffusers_unet(), LCMPluginScheduler().config
-    out = {}
+    out = {"reports": {}}
+    for key, result in zip(reports, results[2 * len(CASES) :], strict=True):
+        assert result.success, (key, result.error, result.validation_error)
+        out["reports"][key] = result.outputs["5"]["text"][0]
     for i, (name, denoise) in enumerate(CASES):
         recipe = recipe_table.RECIPES[name]
         reference = lcm_reference(
@@ -105,3 +120,11 @@ def test_recipe_in_comfyui_equals_our_diffusers_path(runs, name, denoise, path):
     assert ours.shape == reference.shape and torch.isfinite(ours).all()
     cfg = recipe_table.RECIPES[name].cfg
     assert (ours - reference).abs().max().item() <= TOLERANCE * max(1.0, cfg / 2)
+
+
+def test_the_report_names_the_right_step_count_and_unknown_files_fall_back_to_plain_lcm(runs):
+    wrong, unknown = runs["reports"]["wrong_steps"], runs["reports"]["unknown"]
+    assert "lightning-4step.safetensors: an adapter (by metadata), recipe lightning-4step" in wrong
+    assert "distilled for exactly 4 step(s), not 6; use 4 steps" in wrong
+    assert "style_lora.safetensors: not a known few-step adapter" in unknown
+    assert "sampling it as plain LCM (recipe lcm-lora)" in unknown and unknown.count("\n") == 0  # one line
