@@ -55,32 +55,20 @@ def overhead(tmp: Path, steps: str, repeats: int) -> None:
 
 
 def load(tmp: Path, prompts: int) -> None:
-    from tests.adapters.servers import FileServer
-    from tests.comfyui.server import ComfyServer
     from tests.comfyui_nodes import workflow_env
 
-    built = {}
-
-    def checkpoint(kind):
-        if kind not in built:
-            built[kind] = build_checkpoint(kind, tmp / "ckpts")
-        return built[kind]
-
-    models = workflow_env.named_models(checkpoint, tmp / "models")
-    with FileServer() as files:
-        env = workflow_env.registry_mirror(files, checkpoint, tmp)
-        with ComfyServer(base_dir=tmp / "base", models=models, env=env) as server:
-            api = workflow_env.for_cpu_api(workflow_env.api_workflow("lcm_lora_txt2img"))
-            server.run(api)  # warm-up: model load, LoRA patch
-            before = server.rss()
-            start = time.perf_counter()
-            ids = []
-            for seed in range(prompts):
-                api["7"]["inputs"]["seed"] = 1000 + seed
-                ids.append(server.queue(api))
-            outcomes = [server.wait(pid, timeout=1800) for pid in ids]
-            seconds = time.perf_counter() - start
-            after = server.rss()
+    with workflow_env.serve(tmp) as (server, _):
+        api = workflow_env.for_cpu_api(workflow_env.api_workflow("lcm_lora_txt2img"))
+        server.run(api)  # warm-up: model load, LoRA patch
+        before = server.rss()
+        start = time.perf_counter()
+        ids = []
+        for seed in range(prompts):
+            api["7"]["inputs"]["seed"] = 1000 + seed
+            ids.append(server.queue(api))
+        outcomes = [server.wait(pid, timeout=1800) for pid in ids]
+        seconds = time.perf_counter() - start
+        after = server.rss()
     ok = sum(o.status == "success" for o in outcomes)
     print(f"\n### {prompts} prompts through the node pack on the CPU server\n")
     print("| prompts | succeeded | wall s | s / prompt | RSS before MiB | RSS after MiB | growth |")

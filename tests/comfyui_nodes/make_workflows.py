@@ -17,8 +17,6 @@ import tempfile
 from pathlib import Path
 
 from lcm_plugin.adapters.safetensors_io import give_default_mode
-from tests.comfyui.checkpoints import build_checkpoint
-from tests.comfyui.server import ComfyServer
 from tests.comfyui.workflow_format import api_to_ui, convert_file
 from tests.comfyui_nodes import workflow_env
 
@@ -27,21 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--thumbnails", action="store_true", help="also run each workflow in the browser")
     args = parser.parse_args(argv)
-    from tests.adapters.servers import FileServer
-
-    with tempfile.TemporaryDirectory(prefix="lcm_make_workflows_") as tmp, FileServer() as files:
-        tmp = Path(tmp)
-        built = {}
-
-        def checkpoint(kind):
-            if kind not in built:
-                built[kind] = build_checkpoint(kind, tmp / "ckpts")
-            return built[kind]
-
-        models = workflow_env.named_models(checkpoint, tmp / "models")
-        env = workflow_env.registry_mirror(files, checkpoint, tmp)
-        with ComfyServer(base_dir=tmp / "base", models=models, env=env) as server:
-            workflow_env.write_input_image(server.base_dir)
+    with tempfile.TemporaryDirectory(prefix="lcm_make_workflows_") as tmp:
+        with workflow_env.serve(Path(tmp)) as (server, _):
             info = server.object_info()
             for name in workflow_env.workflow_names():
                 api_path = workflow_env.WORKFLOWS_DIR / "api" / f"{name}.json"

@@ -9,8 +9,10 @@ latents to 64 x 64 (``for_cpu``) so each runs in seconds on two CPU cores.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -114,3 +116,29 @@ def registry_mirror(file_server, tiny_checkpoint, folder: Path) -> dict[str, str
              "sha256": sha256(data), "size": len(data)}  # fmt: skip
     adapters = registry_file(folder / "adapters.json", [entry])
     return {"LCM_PLUGIN_ADAPTERS_FILE": str(adapters), "HF_ENDPOINT": file_server.url, "HF_HUB_OFFLINE": ""}
+
+
+@contextlib.contextmanager
+def serve(folder: Path) -> Iterator[tuple]:
+    """A started ComfyUI server set up as above, in ``folder``, and its registry mirror: ``(server, mirror)``.
+
+    For scripts (tests use the session fixture ``workflow_server``); the random checkpoints are built in
+    ``folder/ckpts``.
+    """
+    from tests.adapters.servers import FileServer
+    from tests.comfyui.checkpoints import build_checkpoint
+    from tests.comfyui.server import ComfyServer
+
+    built: dict = {}
+
+    def checkpoint(kind: str):
+        if kind not in built:
+            built[kind] = build_checkpoint(kind, folder / "ckpts")
+        return built[kind]
+
+    models = named_models(checkpoint, folder / "models")
+    with FileServer() as mirror:
+        env = registry_mirror(mirror, checkpoint, folder)
+        with ComfyServer(base_dir=folder / "base", models=models, env=env) as server:
+            write_input_image(server.base_dir)
+            yield server, mirror
