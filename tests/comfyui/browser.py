@@ -74,6 +74,25 @@ class ConsoleEntry:
         return any(p.search(self.url) or p.search(f"{self.kind}: {self.text}") for p in KNOWN_CORE_NOISE)
 
 
+_SHARED: Browser | None = None
+
+
+def shared_browser() -> Browser:
+    """The process's one Browser, started on first use and closed at exit.
+
+    Playwright's sync API runs one instance per thread at a time: a second ``sync_playwright().start()`` while the
+    first is alive fails ("using Playwright Sync API inside the asyncio loop"), so every fixture that needs a
+    browser (tests/comfyui, tests/comfyui_nodes) shares this one.
+    """
+    global _SHARED
+    if _SHARED is None:
+        import atexit
+
+        _SHARED = Browser().__enter__()
+        atexit.register(_SHARED.__exit__, None, None, None)
+    return _SHARED
+
+
 class Browser:
     """Playwright + chromium for a session (context manager); each ``open(server)`` is a fresh chromium profile."""
 

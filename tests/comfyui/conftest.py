@@ -90,10 +90,11 @@ def browser(comfyui):
     problem = browser_problem()
     if problem:
         pytest.skip(problem)
-    from tests.comfyui.browser import Browser
+    from tests.comfyui.browser import shared_browser
 
-    with Browser() as b:
-        yield b
+    return (
+        shared_browser()
+    )  # one per process, shared with tests/comfyui_nodes (Playwright's sync API allows one)
 
 
 @pytest.fixture
