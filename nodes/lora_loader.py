@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 
 import comfy.lora
@@ -124,6 +125,23 @@ class LCMPluginLoraLoader(io.ComfyNode):
             ],
             hidden=[io.Hidden.unique_id],
         )
+
+    @classmethod
+    def fingerprint_inputs(cls, lora_name: str, **_) -> tuple:
+        """Run again when the file behind ``lora_name`` changes or goes (a deleted download is fetched anew)."""
+        try:
+            choice = lora_sources.parse_choice(lora_name)
+        except ValueError:
+            return ("invalid", lora_name)  # execute reports it
+        name = choice.name if choice.kind == "file" else lora_sources.installed_name(choice.adapter)
+        for folder in folder_paths.get_folder_paths("loras"):
+            candidate = Path(folder) / name
+            if candidate.is_file():
+                stat = candidate.stat()
+                return (str(candidate), stat.st_mtime_ns, stat.st_size)
+        # Missing now (fingerprints are taken before the prompt runs): never equal to an earlier fingerprint, so
+        # a download deleted after a run is fetched again instead of the cached output being reused.
+        return ("missing", name, time.monotonic_ns())
 
     @classmethod
     def execute(
