@@ -165,7 +165,7 @@ def lora_file(weights: Path, grid: int, dest: Path) -> Path:
             key.removeprefix("unet.").removeprefix("base_model.model.").replace(".default.weight", ".weight")
         )
         out[f"unet.{key}"] = value.float().contiguous()
-    save_file(out, str(dest), metadata={"format": "pt", "lcm_plugin.num_ddim_timesteps": str(grid)})
+    save_file(out, str(dest), metadata={"format": "pt", "lcm_plugin.original_inference_steps": str(grid)})
     return dest
 
 
@@ -211,6 +211,11 @@ def score(work: Path, n_samples: int, split: str, seed: int, threads: int) -> No
     )
     for run in runs:
         info = json.loads((run / "run.json").read_text())
+        # step 0: the teacher itself with the LCM scheduler on the run's grid (what the LoRA starts from)
+        samplers.append(
+            lcm_sampler(None, steps=(4,), name=f"{run.name}-0", original_inference_steps=info["grid"])
+        )
+        meta[f"{run.name}-0"] = (info["name"], 0, 0.0, 0.0)
         for step, minutes, cpu_min, w in checkpoints(run):
             name = f"{run.name}-{step}"
             samplers.append(
