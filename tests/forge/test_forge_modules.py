@@ -197,7 +197,10 @@ def test_forge_sampler_classes_equal_our_diffusers_scheduler(forge_run, case):
     print(
         f"{case['name']}: max |Forge - our diffusers| = {diff:.1e} (latent scale {reference.abs().max().item():.1f})"
     )
-    assert diff <= 1e-4
+    # <= 1e-4; at CFG above 2 (PCM normal-CFG: 7.5) times cfg / 2, as in the ComfyUI recipe tests: the CFG
+    # combination scales the 1e-6-level float32 difference of the two UNet passes (measured 1.1e-4 once at 7.5)
+    cfg = case.get("cfg", 1.0)
+    assert diff <= 1e-4 * max(1.0, cfg / 2)
 
 
 def test_sampler_and_scheduler_in_the_lists_the_ui_and_api_read(forge_run):
