@@ -134,11 +134,13 @@ class LCMPluginLoraLoader(io.ComfyNode):
         except ValueError:
             return ("invalid", lora_name)  # execute reports it
         name = choice.name if choice.kind == "file" else lora_sources.installed_name(choice.adapter)
-        for folder in folder_paths.get_folder_paths("loras"):
-            candidate = Path(folder) / name
-            if candidate.is_file():
-                stat = candidate.stat()
-                return (str(candidate), stat.st_mtime_ns, stat.st_size)
+        try:
+            found = lora_sources.find_in_folders(name, folder_paths.get_folder_paths("loras"))
+        except ValueError:
+            found = None
+        if found is not None:
+            stat = found.stat()
+            return (str(found), stat.st_mtime_ns, stat.st_size)
         # Missing now (fingerprints are taken before the prompt runs): never equal to an earlier fingerprint, so
         # a download deleted after a run is fetched again instead of the cached output being reused.
         return ("missing", name, time.monotonic_ns())

@@ -92,9 +92,8 @@ def browser(comfyui):
         pytest.skip(problem)
     from tests.comfyui.browser import shared_browser
 
-    return (
-        shared_browser()
-    )  # one per process, shared with tests/comfyui_nodes (Playwright's sync API allows one)
+    # one per process, shared with tests/comfyui_nodes (Playwright's sync API allows one)
+    return shared_browser()
 
 
 @pytest.fixture
